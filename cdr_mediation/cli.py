@@ -1,0 +1,183 @@
+"""`cdrmed`: the one command of the project (stack, workers, portal, tools, benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+
+from cdr_mediation.stack.layout import DEFAULT_STATE_DIR
+
+
+def _stack(args: argparse.Namespace):
+    from cdr_mediation.stack import Stack
+
+    return Stack(Path(args.state_dir))
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack import StackError
+
+    try:
+        status = _stack(args).up()
+    except StackError as exc:
+        print(f"cdrmed stack up: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({name: health.as_json() for name, health in status.items()}, indent=2))
+    return 0
+
+
+def cmd_stack_status(args: argparse.Namespace) -> int:
+    status = _stack(args).status()
+    if args.json:
+        print(json.dumps({name: health.as_json() for name, health in status.items()}))
+    else:
+        for name, health in status.items():
+            state = "healthy" if health.healthy else f"DOWN ({health.detail})"
+            print(f"{name:<9} {state:<10} {health.endpoint}")
+    return 0 if all(h.healthy for h in status.values()) else 1
+
+
+def cmd_stack_down(args: argparse.Namespace) -> int:
+    _stack(args).down()
+    return 0
+
+
+def cmd_stack_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    for key, value in sorted(_stack(args).settings_env().items()):
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.worker import prepare_topics
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.topology.app import APP_ID
+    from cdr_mediation.topology.topics import TABLES
+
+    process = start_process("topics", worker=False, metrics=False)
+    prepare_topics(process.settings, APP_ID, TABLES)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.worker import prepare_topics, run_worker
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.topology.app import APP_ID, create_app
+    from cdr_mediation.topology.topics import TABLES
+
+    process = start_process("worker", worker=True)
+    app = create_app(process.settings)
+    prepare_topics(process.settings, APP_ID, TABLES)
+    run_worker(app, process.settings)
+    return 0
+
+
+def cmd_portal(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from cdr_mediation.infra.hsm import HsmConfig, HsmSigner
+    from cdr_mediation.infra.readiness import hsm_probe, kafka_probe, postgres_probe
+    from cdr_mediation.portal.app import create_portal
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("portal", worker=False)
+    settings = process.settings
+    hsm = HsmConfig(settings.hsm_module, settings.hsm_token_label, settings.hsm_pin.get_secret_value(),
+                    settings.hsm_softhsm2_conf or None)
+    probes = {
+        "kafka": kafka_probe(settings.kafka_bootstrap),
+        "postgres": postgres_probe(settings.pg_dsn.get_secret_value()),
+        "hsm": hsm_probe(lambda: HsmSigner(hsm)),
+    }
+    web.run_app(create_portal(probes), host=settings.portal_host, port=settings.portal_port,
+                print=None, access_log=None)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.stack.dlr_source import publish_dlrs
+
+    process = start_process("generate", worker=False)
+    start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(dt.timezone.utc)
+
+    async def publish() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await publish_dlrs(process.settings.nats_url, seed=args.seed, start=start,
+                                  count=args.count, rate_per_s=args.rate, stop=stop)
+
+    print(json.dumps({"published": asyncio.run(publish())}))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack.devjob import run_dev_job
+
+    return run_dev_job(Path(args.state_dir), seconds=args.seconds, rate=args.rate)
+
+
+def cmd_bench_codec(args: argparse.Namespace) -> int:
+    from cdr_mediation.codecs.bench import run_codec_bench
+
+    print(json.dumps(run_codec_bench(args.records)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdrmed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_state_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="stack state directory (default .stack)")
+        return p
+
+    stack = sub.add_parser("stack", help="the local stack of real servers").add_subparsers(dest="action", required=True)
+    with_state_dir(stack.add_parser("up", help="start every component (idempotent)")).set_defaults(func=cmd_stack_up)
+    status = with_state_dir(stack.add_parser("status", help="ask every component a real question"))
+    status.add_argument("--json", action="store_true", help="one JSON object: component -> {healthy, endpoint}")
+    status.set_defaults(func=cmd_stack_status)
+    with_state_dir(stack.add_parser("down", help="stop every component")).set_defaults(func=cmd_stack_down)
+    with_state_dir(stack.add_parser("env", help="print CDR_* exports for this stack")).set_defaults(func=cmd_stack_env)
+
+    topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="action", required=True)
+    topics.add_parser("create", help="create every declared topic").set_defaults(func=cmd_topics_create)
+
+    sub.add_parser("worker", help="run a Faust worker").set_defaults(func=cmd_worker)
+    sub.add_parser("portal", help="run the aiohttp portal").set_defaults(func=cmd_portal)
+
+    generate = sub.add_parser("generate", help="publish synthetic DLRs to NATS JetStream")
+    generate.add_argument("--rate", type=float, default=100.0, help="DLRs per second")
+    generate.add_argument("--count", type=int, default=None, help="stop after N (default: run until stopped)")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--start", default=None, help="done_at of the first DLR (ISO 8601; default now)")
+    generate.set_defaults(func=cmd_generate)
+
+    dev = with_state_dir(sub.add_parser("dev", help="the main job on the local stack"))
+    dev.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    dev.add_argument("--rate", type=float, default=50.0, help="synthetic DLRs per second")
+    dev.set_defaults(func=cmd_dev)
+
+    bench = sub.add_parser("bench", help="benchmarks (print JSON lines)").add_subparsers(dest="action", required=True)
+    codec = bench.add_parser("codec", help="TAP 3.12 streaming encoder")
+    codec.add_argument("--records", type=int, default=1_000_000)
+    codec.set_defaults(func=cmd_bench_codec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Structured JSON logs with MSISDN redaction, and a Prometheus endpoint per process."""

@@ -1,0 +1,55 @@
+"""The aiohttp portal: health, readiness and metrics now; the admin and regulator API later.
+
+`/healthz` answers while the event loop runs (liveness: restart me if this fails). `/readyz`
+asks Kafka, PostgreSQL and the HSM a real question each and answers 503 with the reasons when
+any of them cannot serve (readiness: send me no traffic).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from cdr_mediation.infra.readiness import Probe, run_probes
+
+REQUESTS = Counter("cdr_portal_requests_total", "Portal HTTP requests", ["route", "status"])
+PROBES_KEY = web.AppKey("probes", dict)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler):
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        REQUESTS.labels(route=route, status=str(exc.status)).inc()
+        raise
+    REQUESTS.labels(route=route, status=str(response.status)).inc()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    results = await run_probes(request.app[PROBES_KEY])
+    ready = all(result.ready for result in results)
+    body = {
+        "ready": ready,
+        "checks": {r.name: {"ready": r.ready, **({"detail": r.detail} if r.detail else {})} for r in results},
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_portal(probes: dict[str, Probe]) -> web.Application:
+    app = web.Application(middlewares=[count_requests], client_max_size=1024 * 1024)
+    app[PROBES_KEY] = probes
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,144 @@
+"""One frozen, validated settings object, read from CDR_* environment variables once at start-up.
+
+Every process builds it with `Settings.load()` in its entry point, logs `masked()` once, and
+passes it down; nothing else reads the environment. Secrets are `SecretStr` and never appear in
+logs or reprs. An unknown CDR_* variable is an error (a typo in a rollback flag such as
+`CDR_EXPORT_ENABLE=false` must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CDR_"
+# The seed names this flag without the prefix; both spellings are read (they must agree).
+AI_FLAG_UNPREFIXED = "AI_ENABLED"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid configuration; the message lists every problem."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False)
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Kafka (any Kafka-protocol broker: Tansu locally, Apache Kafka in production).
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    partitions: int = Field(8, ge=1, le=1024, description="partitions of every keyed topic")
+    replication_factor: int = Field(1, ge=1, le=7)
+    topic_prefix: str = Field("", pattern=r"^[a-z0-9._-]*$", description="namespace for topic names")
+    data_dir: Path = Path(".stack/worker-data")
+    worker_web_port: int = Field(6066, ge=0, le=65535)
+    # Tansu holds a killed member for the session timeout; 10 s keeps takeovers near 17 s there.
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    pg_dsn: SecretStr = SecretStr("postgresql://cdr_app@127.0.0.1:5432/cdr")
+
+    hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    hsm_token_label: str = "cdr-signing"
+    hsm_pin: SecretStr = SecretStr("")
+    hsm_softhsm2_conf: str = ""
+
+    sftp_host: str = "127.0.0.1"
+    sftp_port: int = Field(22, ge=1, le=65535)
+    sftp_user: str = "atra"
+    sftp_key_path: Path | None = None
+    sftp_known_hosts: Path | None = None
+    sftp_remote_dir: str = "inbox"
+
+    s3_endpoint: str | None = None
+    s3_bucket: str = "cdr-archive"
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+
+    msisdn_hash_key: SecretStr = Field(SecretStr(""), description="HMAC key for MSISDN references in logs")
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port, logged at start")
+    portal_host: str = "127.0.0.1"
+    portal_port: int = Field(8080, ge=0, le=65535)
+
+    # Rollout / rollback flags (DESIGN.md §8).
+    export_enabled: bool = True
+    adjustment_enabled: bool = True
+    chain_verify_fail_fast: bool = False
+    ai_enabled: bool = False
+    ai_model_registry_entry: str = ""
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> "Settings":
+        if self.environment == "prod" and len(self.msisdn_hash_key.get_secret_value()) < 32:
+            raise ValueError("CDR_MSISDN_HASH_KEY must be set (>= 32 characters) in prod")
+        return self
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read and validate; every problem is reported at once as a SettingsError."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        known = {name.upper() for name in cls.model_fields}
+        unknown = sorted(
+            key for key in env if key.upper().startswith(ENV_PREFIX) and key.upper()[len(ENV_PREFIX):] not in known
+        )
+        if unknown:
+            raise SettingsError(f"unknown settings {unknown}; known: {sorted(ENV_PREFIX + k for k in known)}")
+        for key, raw in env.items():
+            if key.upper().startswith(ENV_PREFIX):
+                values[key.upper()[len(ENV_PREFIX):].lower()] = raw
+        if AI_FLAG_UNPREFIXED in env:
+            unprefixed = env[AI_FLAG_UNPREFIXED]
+            if "ai_enabled" in values and values["ai_enabled"].strip().lower() != unprefixed.strip().lower():
+                raise SettingsError(f"{AI_FLAG_UNPREFIXED}={unprefixed!r} disagrees with CDR_AI_ENABLED")
+            values["ai_enabled"] = unprefixed
+        try:
+            # Values are passed explicitly so that the environment is read exactly once, here.
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+            raise SettingsError(problems) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):
+        # Only explicit values (from `load`): no second, implicit read of the environment.
+        return (init_settings,)
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting for the start-up log, secrets replaced and DSN passwords hidden."""
+        result: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                result[name] = "***" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                result[name] = str(value)
+            else:
+                result[name] = value
+        return result
+
+
+class StartupRefused(RuntimeError):
+    """A worker must not start with this configuration (the message says why and what to do)."""
+
+
+def check_worker_startup(settings: Settings) -> None:
+    """Guards every worker runs before doing anything (seed 002: no unregistered AI)."""
+    if settings.ai_enabled and not settings.ai_model_registry_entry.strip():
+        raise StartupRefused(
+            "AI_ENABLED is true but no model registry entry is configured "
+            "(set CDR_AI_MODEL_REGISTRY_ENTRY to the registered model, or set AI_ENABLED=false); "
+            "refusing to start"
+        )

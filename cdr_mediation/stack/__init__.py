@@ -1,0 +1,7 @@
+"""Real servers on 127.0.0.1 for development and tests: NATS JetStream, Kafka (Tansu), PostgreSQL,
+a SoftHSM2 token, an SFTP drop box (OpenSSH) and S3 with object lock (moto)."""
+
+from cdr_mediation.stack.manager import Stack
+from cdr_mediation.stack.process import StackError
+
+__all__ = ["Stack", "StackError"]

@@ -1,0 +1,89 @@
+"""The main job on the local stack: stack up, then a worker, the portal and a DLR generator.
+
+Children run as separate processes (as in production), each with its own metrics endpoint,
+all pointed at the stack by the CDR_* environment. Ctrl-C (or `--seconds`) stops them in
+reverse order with SIGTERM, so each finishes its batch and leaves cleanly; the stack stays up
+(`cdrmed stack down` stops it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from cdr_mediation.stack.manager import Stack
+from cdr_mediation.stack.process import StackError, free_port, wait_until
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cdr_mediation.cli", *args], env=env, start_new_session=True)
+
+
+def _healthz(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
+    stack = Stack(state_dir)
+    try:
+        status = stack.up()
+    except StackError as exc:
+        print(f"cdrmed dev: {exc}", file=sys.stderr)
+        return 1
+    ports = {name: free_port() for name in ("portal", "worker_web", "worker_metrics", "portal_metrics", "generator_metrics")}
+    base_env = {**os.environ, **stack.settings_env()}
+    children = {
+        "worker": _spawn("worker", ["worker"], {**base_env, "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
+                                                "CDR_METRICS_PORT": str(ports["worker_metrics"])}),
+        "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
+                                                "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
+        "generator": _spawn("generator", ["generate", "--rate", str(rate)],
+                            {**base_env, "CDR_METRICS_PORT": str(ports["generator_metrics"])}),
+    }
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    exit_code = 0
+    try:
+        portal = f"http://127.0.0.1:{ports['portal']}"
+        wait_until(lambda: _healthz(f"{portal}/healthz"), timeout=60, what="portal /healthz")
+        print(json.dumps({
+            "job": "running",
+            "stack": {name: health.as_json() for name, health in status.items()},
+            "portal": {"healthz": f"{portal}/healthz", "readyz": f"{portal}/readyz", "metrics": f"{portal}/metrics"},
+            "metrics": {name: f"http://127.0.0.1:{ports[name + '_metrics']}/metrics"
+                        for name in ("worker", "portal", "generator")},
+            "stop": "Ctrl-C (the stack stays up; `cdrmed stack down` stops it)",
+        }), flush=True)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+            dead = {name: child.returncode for name, child in children.items() if child.poll() is not None}
+            if dead:
+                print(f"cdrmed dev: child process exited unexpectedly: {dead}", file=sys.stderr)
+                exit_code = 1
+                break
+            stopping.wait(0.5)
+    except StackError as exc:
+        print(f"cdrmed dev: {exc}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        for name in ("generator", "portal", "worker"):
+            child = children[name]
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for name, child in children.items():
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        print(json.dumps({"job": "stopped", "exit_codes": {n: c.returncode for n, c in children.items()}}), flush=True)
+    return exit_code

@@ -1,0 +1,88 @@
+"""The local stack as one unit: `up`, `status`, `down`, and the settings that point at it."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cdr_mediation.stack.component import Component
+from cdr_mediation.stack.hsm import Hsm
+from cdr_mediation.stack.kafka import Kafka
+from cdr_mediation.stack.layout import DEFAULT_STATE_DIR, Health, StateDir
+from cdr_mediation.stack.nats import Nats
+from cdr_mediation.stack.postgres import Postgres
+from cdr_mediation.stack.process import StackError
+from cdr_mediation.stack.s3 import S3
+from cdr_mediation.stack.sftp import Sftp
+
+COMPONENTS: tuple[type[Component], ...] = (Nats, Kafka, Postgres, Hsm, Sftp, S3)
+
+
+class Stack:
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        self.state = StateDir(state_dir)
+        self.components = {cls.name: cls(self.state) for cls in COMPONENTS}
+
+    def up(self) -> dict[str, Health]:
+        """Start every component (they are independent, so concurrently); keep healthy ones."""
+        with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
+            futures = {name: pool.submit(c.start) for name, c in self.components.items()}
+        failures = {}
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - collected and reported together
+                failures[name] = exc if isinstance(exc, StackError) else StackError(f"{type(exc).__name__}: {exc}")
+        if failures:
+            report = "\n".join(f"- {name}: {exc}" for name, exc in failures.items())
+            raise StackError(f"stack up failed for {sorted(failures)}:\n{report}")
+        return self.status()
+
+    def status(self) -> dict[str, Health]:
+        with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
+            futures = {name: pool.submit(c.health) for name, c in self.components.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+    def down(self) -> None:
+        errors = []
+        for component in self.components.values():
+            try:
+                component.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others, then report
+                errors.append(f"{component.name}: {exc}")
+        if errors:
+            raise StackError("stack down: " + "; ".join(errors))
+
+    def settings_env(self) -> dict[str, str]:
+        """CDR_* environment variables that point the system at this stack."""
+        manifest = self.state.read_manifest()
+        missing = [c for c in self.components if c not in manifest]
+        if missing:
+            raise StackError(f"stack in {self.state.root} has never been started ({missing}); run `cdrmed stack up`")
+        postgres = self.components["postgres"]
+        hsm = self.components["hsm"].hsm_config()
+        sftp, s3 = manifest["sftp"], manifest["s3"]
+        from cdr_mediation.stack import s3 as s3_component
+
+        return {
+            "CDR_NATS_URL": manifest["nats"]["url"],
+            "CDR_KAFKA_BOOTSTRAP": manifest["kafka"]["bootstrap"],
+            "CDR_PG_DSN": postgres.app_dsn(),
+            "CDR_HSM_MODULE": hsm.module_path,
+            "CDR_HSM_TOKEN_LABEL": hsm.token_label,
+            "CDR_HSM_PIN": hsm.pin,
+            "CDR_HSM_SOFTHSM2_CONF": hsm.softhsm2_conf or "",
+            "CDR_SFTP_HOST": sftp["host"],
+            "CDR_SFTP_PORT": str(sftp["port"]),
+            "CDR_SFTP_USER": sftp["user"],
+            "CDR_SFTP_KEY_PATH": sftp["client_key"],
+            "CDR_SFTP_KNOWN_HOSTS": sftp["known_hosts"],
+            "CDR_SFTP_REMOTE_DIR": sftp["remote_dir"],
+            "CDR_S3_ENDPOINT": s3["endpoint"],
+            "CDR_S3_BUCKET": s3["bucket"],
+            "CDR_S3_REGION": s3["region"],
+            "CDR_S3_ACCESS_KEY": s3_component.ACCESS_KEY,
+            "CDR_S3_SECRET_KEY": s3_component.SECRET_KEY,
+            "CDR_MSISDN_HASH_KEY": self.state.secret("msisdn_hash_key", nbytes=32),
+            "CDR_DATA_DIR": str(self.state.root / "worker-data"),
+        }

@@ -1,0 +1,87 @@
+"""Faust's aiokafka transport with highwaters a table recovery can trust on any broker.
+
+Faust recovers a table by reading its changelog up to the partition's highwater, which it takes
+from ListOffsets(latest) (`AIOKafkaConsumer.end_offsets`). Tansu answers that request wrongly
+(ENVIRONMENT.md: the base offset + 1 of the newest record batch, not the log end), so recovery
+stops early and a restored table silently misses its last updates. The high watermark that every
+Fetch response carries is correct. This transport therefore reports, per partition,
+`max(ListOffsets, high watermark of a Fetch at that offset)`; on Apache Kafka the two are equal,
+so the override costs one short fetch per recovered partition and changes nothing.
+
+Faust 0.15 has no setting for the consumer class, so the override is a transport registered under
+its own URL scheme (`cdrkafka://`). It overrides a private method: faust-streaming is pinned in
+pyproject.toml, and tests/integration/test_table_recovery.py fails if this stops working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List, Mapping
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.drivers import TRANSPORTS
+from faust.types import TP
+
+SCHEME = "cdrkafka"
+# Bounded so that a broker that never answers cannot hang recovery forever.
+FETCH_PROBE_TIMEOUT_S = 10.0
+
+
+async def fetch_highwaters(
+    bootstrap: list[str], listed: Mapping[TP, int], **client_options: Any
+) -> dict[TP, int]:
+    """High watermarks as Fetch responses report them, probing each partition at `listed[tp]`."""
+    if not listed:
+        return {}
+    probe = AIOKafkaConsumer(
+        **client_options,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=1024,  # the watermark is all we want, not the records
+    )
+    await probe.start()
+    try:
+        partitions = [TopicPartition(tp.topic, tp.partition) for tp in listed]
+        probe.assign(partitions)
+        for tp in partitions:
+            probe.seek(tp, listed[TP(tp.topic, tp.partition)])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FETCH_PROBE_TIMEOUT_S
+        while any(probe.highwater(tp) is None for tp in partitions):
+            if loop.time() > deadline:
+                missing = [tp for tp in partitions if probe.highwater(tp) is None]
+                raise TimeoutError(f"no Fetch high watermark for {missing} within {FETCH_PROBE_TIMEOUT_S}s")
+            await probe.getmany(*[tp for tp in partitions if probe.highwater(tp) is None], timeout_ms=100)
+        return {TP(tp.topic, tp.partition): probe.highwater(tp) for tp in partitions}
+    finally:
+        await probe.stop()
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: List[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return listed
+        conf = self.app.conf
+        bootstrap = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
+        auth = faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
+        fetched = await fetch_highwaters(bootstrap, listed, **auth)
+        return {tp: max(listed[tp], fetched.get(tp, listed[tp])) for tp in listed}
+
+
+class Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = Consumer
+
+
+def register() -> None:
+    """Make `cdrkafka://host:port` resolve to this transport (idempotent)."""
+    TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real local stack, started once per test session by the project's own code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("CDR_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """All six components up in a state directory of the test session's own; torn down after.
+
+    The directory is inside the repository (not /tmp/pytest-of-root, which is private to root)
+    so the `postgres` OS user can reach its cluster, as in `cdrmed stack up`.
+    """
+    from cdr_mediation.stack import Stack
+
+    state_dir = Path(os.environ.get("CDR_TEST_STACK_DIR", REPO_ROOT / ".stack-test"))
+    Stack(state_dir).down()  # a previous session that crashed may have left daemons behind
+    shutil.rmtree(state_dir, ignore_errors=True)
+    test_stack = Stack(state_dir)
+    test_stack.up()
+    yield test_stack
+    test_stack.down()
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack) -> dict[str, str]:
+    """CDR_* settings pointing at the test stack (what `cdrmed stack env` prints)."""
+    return {**stack.settings_env(), "CDR_ENVIRONMENT": "test"}

@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from cdr_mediation.settings import Settings, SettingsError, StartupRefused, check_worker_startup
+
+
+def test_defaults_are_a_valid_dev_configuration():
+    settings = Settings.load({})
+    assert settings.environment == "dev"
+    assert settings.export_enabled and settings.adjustment_enabled
+    assert not settings.chain_verify_fail_fast and not settings.ai_enabled
+
+
+def test_values_come_from_cdr_prefixed_environment_variables():
+    settings = Settings.load({"CDR_PARTITIONS": "12", "CDR_EXPORT_ENABLED": "false", "CDR_KAFKA_BOOTSTRAP": "k:9093"})
+    assert (settings.partitions, settings.export_enabled, settings.kafka_bootstrap) == (12, False, "k:9093")
+
+
+def test_settings_are_frozen():
+    settings = Settings.load({})
+    with pytest.raises(Exception):
+        settings.partitions = 3  # type: ignore[misc]
+
+
+def test_unknown_cdr_variable_is_refused_by_name():
+    # A typo in a rollback flag must not be silently ignored.
+    with pytest.raises(SettingsError, match="CDR_EXPORT_ENABLE'"):
+        Settings.load({"CDR_EXPORT_ENABLE": "false"})
+
+
+def test_invalid_value_names_the_variable():
+    with pytest.raises(SettingsError, match="CDR_PARTITIONS"):
+        Settings.load({"CDR_PARTITIONS": "zero"})
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SettingsError) as caught:
+        Settings.load({"CDR_PARTITIONS": "0", "CDR_SFTP_PORT": "70000"})
+    assert "CDR_PARTITIONS" in str(caught.value) and "CDR_SFTP_PORT" in str(caught.value)
+
+
+def test_masked_settings_hide_every_secret():
+    secrets = {
+        "CDR_PG_DSN": "postgresql://cdr_app:pg-secret-123@db/cdr",
+        "CDR_HSM_PIN": "hsm-pin-456",
+        "CDR_S3_SECRET_KEY": "s3-secret-789",
+        "CDR_MSISDN_HASH_KEY": "k" * 40,
+    }
+    rendered = json.dumps(Settings.load(secrets).masked())
+    for value in secrets.values():
+        assert value not in rendered
+    assert json.loads(rendered)["hsm_pin"] == "***"
+
+
+def test_secrets_do_not_leak_through_repr():
+    settings = Settings.load({"CDR_HSM_PIN": "hsm-pin-456"})
+    assert "hsm-pin-456" not in repr(settings)
+
+
+def test_prod_requires_an_msisdn_hash_key():
+    with pytest.raises(SettingsError, match="CDR_MSISDN_HASH_KEY"):
+        Settings.load({"CDR_ENVIRONMENT": "prod"})
+    assert Settings.load({"CDR_ENVIRONMENT": "prod", "CDR_MSISDN_HASH_KEY": "x" * 32}).environment == "prod"
+
+
+@pytest.mark.parametrize("variable", ["AI_ENABLED", "CDR_AI_ENABLED"])
+def test_worker_refuses_ai_without_a_model_registry_entry(variable):
+    settings = Settings.load({variable: "true"})
+    with pytest.raises(StartupRefused, match="no model registry entry"):
+        check_worker_startup(settings)
+
+
+def test_worker_starts_with_ai_when_a_registry_entry_is_configured():
+    settings = Settings.load({"AI_ENABLED": "true", "CDR_AI_MODEL_REGISTRY_ENTRY": "export-anomaly@1.0"})
+    check_worker_startup(settings)
+    assert settings.ai_enabled
+
+
+def test_worker_starts_with_ai_disabled():
+    check_worker_startup(Settings.load({"AI_ENABLED": "false"}))
+
+
+def test_both_ai_flag_spellings_must_agree():
+    with pytest.raises(SettingsError, match="disagrees"):
+        Settings.load({"AI_ENABLED": "true", "CDR_AI_ENABLED": "false"})
