@@ -59,10 +59,10 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     from cdr_mediation.agents.worker import prepare_topics
     from cdr_mediation.runtime import start_process
     from cdr_mediation.topology.app import APP_ID
-    from cdr_mediation.topology.topics import TABLES
+    from cdr_mediation.topology.topics import all_topics
 
     process = start_process("topics", worker=False, metrics=False)
-    prepare_topics(process.settings, APP_ID, TABLES)
+    prepare_topics(process.settings, all_topics(APP_ID, prefix=process.settings.topic_prefix))
     return 0
 
 
@@ -70,11 +70,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from cdr_mediation.agents.worker import prepare_topics, run_worker
     from cdr_mediation.runtime import start_process
     from cdr_mediation.topology.app import APP_ID, create_app
-    from cdr_mediation.topology.topics import TABLES
+    from cdr_mediation.topology.topics import all_topics
 
     process = start_process("worker", worker=True)
     app = create_app(process.settings)
-    prepare_topics(process.settings, APP_ID, TABLES)
+    prepare_topics(process.settings, all_topics(APP_ID, prefix=process.settings.topic_prefix))
     run_worker(app, process.settings)
     return 0
 

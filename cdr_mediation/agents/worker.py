@@ -10,7 +10,7 @@ import faust
 
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.admin import ensure_topics
-from cdr_mediation.topology.topics import TableSpec, all_topics
+from cdr_mediation.topology.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 Registration = Callable[[faust.App, Settings], None]
 
 
-def prepare_topics(settings: Settings, app_id: str, tables: tuple[TableSpec, ...]) -> None:
+def prepare_topics(settings: Settings, specs: tuple[TopicSpec, ...]) -> None:
     created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, all_topics(app_id, tables), keyed_partitions=settings.partitions,
-                      replication_factor=settings.replication_factor, prefix=settings.topic_prefix)
+        ensure_topics(settings.kafka_bootstrap, specs, keyed_partitions=settings.partitions,
+                      replication_factor=settings.replication_factor)
     )
     log.info("topology ready", extra={"created_topics": created})
 

@@ -17,14 +17,13 @@ class TopologyMismatch(RuntimeError):
 
 async def ensure_topics(
     bootstrap: str, specs: tuple[TopicSpec, ...], *, keyed_partitions: int, replication_factor: int,
-    prefix: str = "",
 ) -> list[str]:
     """Create missing topics; refuse existing ones whose partition count differs. Returns created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = {prefix + spec.name: spec for spec in specs}
+        wanted = {spec.name: spec for spec in specs}
         missing = [
             NewTopic(name, num_partitions=spec.partitions(keyed_partitions),
                      replication_factor=replication_factor, topic_configs=spec.config())

@@ -30,6 +30,10 @@ class TopicSpec:
     retention_ms: int | None  # None: keep forever (compacted topics)
     single_partition: bool = False
 
+    def named(self, prefix: str) -> "TopicSpec":
+        """The same topic in a namespace (several pipelines sharing one cluster, or tests)."""
+        return dataclasses.replace(self, name=prefix + self.name) if prefix else self
+
     def partitions(self, keyed_partitions: int) -> int:
         return 1 if self.single_partition else keyed_partitions
 
@@ -80,5 +84,6 @@ class TableSpec:
 TABLES: tuple[TableSpec, ...] = ()
 
 
-def all_topics(app_id: str, tables: tuple[TableSpec, ...] = TABLES) -> tuple[TopicSpec, ...]:
-    return SOURCE_TOPICS + tuple(table.changelog(app_id) for table in tables)
+def all_topics(app_id: str, tables: tuple[TableSpec, ...] = TABLES, *, prefix: str = "") -> tuple[TopicSpec, ...]:
+    """Source topics (in the `prefix` namespace) and the changelogs Faust names after `app_id`."""
+    return tuple(spec.named(prefix) for spec in SOURCE_TOPICS) + tuple(table.changelog(app_id) for table in tables)

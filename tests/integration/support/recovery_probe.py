@@ -13,7 +13,7 @@ from aiohttp import web
 from cdr_mediation.agents.worker import prepare_topics, run_worker
 from cdr_mediation.runtime import start_process
 from cdr_mediation.topology.app import create_app
-from cdr_mediation.topology.topics import TableSpec, TopicSpec, Cleanup
+from cdr_mediation.topology.topics import TableSpec
 
 app_id, source_name = sys.argv[1], sys.argv[2]
 process = start_process("recovery-probe", worker=True, metrics=False)
@@ -23,7 +23,8 @@ if os.environ.get("PROBE_PLAIN_TRANSPORT") == "1":
     app.conf.broker = f"kafka://{settings.kafka_bootstrap}"
 
 table_spec = TableSpec("probe-last", key="probe key", value="last value")
-prepare_topics(settings, app_id, (table_spec,))
+# Only this probe's own changelog: the source topic is the test's, the pipeline's are not ours.
+prepare_topics(settings, (table_spec.changelog(app_id),))
 source = app.topic(source_name, key_type=str, value_type=int, key_serializer="json",
                    value_serializer="json", partitions=settings.partitions)
 table = app.Table(table_spec.name, default=int, partitions=settings.partitions)

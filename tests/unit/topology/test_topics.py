@@ -38,3 +38,11 @@ def test_table_changelogs_are_compacted_and_partitioned_like_the_source():
     assert changelog.cleanup is Cleanup.COMPACT and changelog.retention_ms is None
     assert changelog.partitions(8) == DLR.partitions(8)
     assert changelog in all_topics("cdr-mediation", (table,))
+
+
+def test_a_prefix_namespaces_source_topics_but_not_faust_changelogs():
+    table = TableSpec("ingest-state", key="operator_id", value="chain head")
+    names = {spec.name for spec in all_topics("cdr-mediation", (table,), prefix="staging.")}
+    assert "staging.dlr.v1" in names and "dlr.v1" not in names
+    # Faust names changelogs after the app id; a prefixed name would never be written.
+    assert "cdr-mediation-ingest-state-changelog" in names
