@@ -35,6 +35,7 @@ def synthetic_dlrs(
         done = start + dt.timedelta(milliseconds=n * spacing_ms)
         submitted = done - dt.timedelta(milliseconds=rng.randrange(500, 60_000))
         yield {
+            "schema_version": 1,
             "dlr_id": f"dlr-{seed}-{n:012d}",
             "message_id": f"msg-{seed}-{n:012d}",
             "tenant_id": rng.choice(TENANTS),

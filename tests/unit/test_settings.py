@@ -72,13 +72,26 @@ def test_worker_refuses_ai_without_a_model_registry_entry(variable):
 
 
 def test_worker_starts_with_ai_when_a_registry_entry_is_configured():
-    settings = Settings.load({"AI_ENABLED": "true", "CDR_AI_MODEL_REGISTRY_ENTRY": "export-anomaly@1.0"})
+    settings = Settings.load({"AI_ENABLED": "true", "CDR_AI_MODEL_REGISTRY_ENTRY": "export-anomaly@1.0",
+                              "CDR_PRICING_FILE": "pricing.json"})
     check_worker_startup(settings)
     assert settings.ai_enabled
 
 
 def test_worker_starts_with_ai_disabled():
-    check_worker_startup(Settings.load({"AI_ENABLED": "false"}))
+    check_worker_startup(Settings.load({"AI_ENABLED": "false", "CDR_PRICING_FILE": "pricing.json"}))
+
+
+def test_an_ingest_worker_refuses_to_start_without_a_pricing_snapshot():
+    with pytest.raises(StartupRefused, match="CDR_PRICING_FILE"):
+        check_worker_startup(Settings.load({}))
+    check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "store"}))
+
+
+def test_worker_agents_are_validated():
+    assert Settings.load({"CDR_WORKER_AGENTS": "store,ingest"}).agents == {"ingest", "store"}
+    with pytest.raises(SettingsError, match="CDR_WORKER_AGENTS"):
+        Settings.load({"CDR_WORKER_AGENTS": "ingest,exporter2"})
 
 
 def test_both_ai_flag_spellings_must_agree():

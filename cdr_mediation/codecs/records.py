@@ -1,0 +1,86 @@
+"""Record formats on the Kafka topics (DESIGN.md §10: the unit that flows is a batch).
+
+- `dlr.v1`: one record = an ordered batch of one operator's DLRs, each kept as the exact bytes
+  upstream sent (so a dead letter raised later still carries the original bytes).
+- `cdr.v1`: one record = an ordered run of one operator's chain entries with their hashes.
+- `dlr.dlq.v1`: one record = one rejected input: value = the original bytes, the reason in headers.
+
+Batch boundaries carry no meaning: per-operator order is all that downstream relies on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import orjson
+
+from cdr_mediation.domain.cdr import Cdr
+
+DLR_BATCH_FORMAT = "dlr-batch.v1"
+CDR_BATCH_FORMAT = "cdr-batch.v1"
+
+
+class UndecodableRecord(ValueError):
+    """A Kafka record that is not in the format its topic declares."""
+
+
+def encode_dlr_batch(raw_dlrs: Sequence[bytes]) -> bytes:
+    # Originals were validated as UTF-8 JSON before batching; they travel as JSON strings.
+    return orjson.dumps({"format": DLR_BATCH_FORMAT, "dlrs": [raw.decode("utf-8") for raw in raw_dlrs]})
+
+
+def decode_dlr_batch(value: bytes) -> list[bytes]:
+    try:
+        document = orjson.loads(value)
+        if document.get("format") != DLR_BATCH_FORMAT:
+            raise UndecodableRecord(f"format {document.get('format')!r}, expected {DLR_BATCH_FORMAT!r}")
+        return [text.encode("utf-8") for text in document["dlrs"]]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise UndecodableRecord(f"not a {DLR_BATCH_FORMAT} record: {exc}") from exc
+
+
+def encode_cdr_batch(entries: Sequence[tuple[Cdr, str]]) -> bytes:
+    return orjson.dumps({
+        "format": CDR_BATCH_FORMAT,
+        "entries": [{"entry": cdr.to_entry(), "record_hash": record_hash} for cdr, record_hash in entries],
+    })
+
+
+def decode_cdr_batch(value: bytes) -> list[tuple[Cdr, str]]:
+    try:
+        document = orjson.loads(value)
+        if document.get("format") != CDR_BATCH_FORMAT:
+            raise UndecodableRecord(f"format {document.get('format')!r}, expected {CDR_BATCH_FORMAT!r}")
+        return [(Cdr.from_entry(item["entry"]), item["record_hash"]) for item in document["entries"]]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, UndecodableRecord):
+            raise
+        raise UndecodableRecord(f"not a {CDR_BATCH_FORMAT} record: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterRecord:
+    """One rejected input as it is written to the dead-letter topic."""
+
+    key: str  # operator_id when known, else "unknown"
+    original: bytes
+    reason: str  # stable machine-readable code (metric label)
+    detail: str  # human-readable explanation
+    stage: str  # "bridge" or "ingest"
+    source: str  # where the original came from (JetStream sequence, or Kafka topic/partition/offset/index)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("dlq-reason", self.reason.encode()),
+            ("dlq-detail", self.detail.encode("utf-8", "replace")[:2048]),
+            ("dlq-stage", self.stage.encode()),
+            ("dlq-source", self.source.encode()),
+        ]
+
+    @classmethod
+    def from_kafka(cls, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> "DeadLetterRecord":
+        found = {name: raw.decode("utf-8", "replace") for name, raw in headers}
+        return cls(key=(key or b"unknown").decode(), original=value, reason=found.get("dlq-reason", ""),
+                   detail=found.get("dlq-detail", ""), stage=found.get("dlq-stage", ""),
+                   source=found.get("dlq-source", ""))

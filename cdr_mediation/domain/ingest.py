@@ -1,0 +1,232 @@
+"""The ingest step: one per-operator batch of raw DLRs -> CDRs, dead letters and new state.
+
+Faust delivers at least once and Kafka transactions are unavailable here, so exactly-once comes
+from state (DESIGN.md §4.5, §10). This module is the pure part; the agent is a thin shell.
+
+State, per operator — ONE table value, so it changes atomically in the changelog:
+
+    OperatorIngestState(operator_id, chain_seq, head_hash, applied_offset)
+
+``applied_offset`` is the offset, in the DLR topic partition, of the last batch record of this
+operator whose effects are all recorded. Dedup entries live under `dedup_key(operator_id,
+dlr_id)`; each remembers the offset of the batch record that accepted it:
+
+    DedupEntry(source_offset, cdr_id, chain_seq, fingerprint)
+
+`apply_batch(state, batch, offset, …)`:
+
+1. ``offset <= state.applied_offset``: the batch was applied and its outputs emitted before the
+   state said so — return ``already_applied`` and do nothing.
+2. Otherwise, per raw DLR in order: invalid -> dead letter; ``operator_id`` other than the
+   batch's -> dead letter; then dedup. A dedup entry counts only if ``source_offset <=
+   state.applied_offset`` — written by a batch whose state was recorded. An entry with a larger
+   offset was written by an attempt that crashed before its state write (this batch, or a later
+   one whose dedup write survived while its state write did not); it is ignored, so the
+   re-processing recreates the same CDRs with the same chain_seq and hashes, and the idempotent
+   sinks absorb the re-emission. A dlr_id repeated inside the batch is a duplicate of its first
+   occurrence. A duplicate with the same fingerprint is dropped and counted; one with a different
+   fingerprint (same dlr_id, different content) is dead-lettered as ``dlr_id_reused`` rather than
+   silently dropped. A DLR with no price is dead-lettered and gets no dedup entry, so once the
+   pricing is fixed the DLQ reprocessor can replay it.
+3. Accepted DLRs are projected, linked after the chain head and given a dedup entry. The new
+   state carries the new head and ``applied_offset = offset`` (also when every DLR was rejected).
+
+Order of effects for the caller (the agent), each step completing before the next:
+
+1. emit ``cdrs`` to the CDR topic and ``dead_letters`` to the DLQ (sinks idempotent: CDRs by
+   ``cdr_id`` / (operator, chain_seq); dead letters by (operator, source_offset, batch_index));
+2. write every ``dedup_writes`` item under `dedup_key`;
+3. write ``new_state``.
+
+A crash anywhere re-runs the batch with the old state and gives byte-identical outputs. Keep the
+dedup entries and the state in ONE table (one changelog partition per source partition): records
+of one partition become durable in order, so a durable state implies durable dedup entries. With
+two tables a crash can keep a state write and lose the dedup writes before it, and a later
+redelivery of those DLRs would be accepted twice. Offsets are only comparable within one
+partition: the DLR topic's partition count must never change under live state.
+
+Extension point — adjustments (VOID/CORRECT, not implemented yet): they are chain entries too, so
+they must reach the agent in the same ordered per-operator log as the DLRs (a batch record kind
+on the same partition) to keep one ``applied_offset`` and a chain order fixed by the log. An
+``apply_adjustment_batch`` will validate them, build unlinked entries and append them with
+`_ChainWriter` exactly as below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+from cdr_mediation.domain.cdr import GENESIS_PREV_HASH, Cdr
+from cdr_mediation.domain.chain import ChainHead, link
+from cdr_mediation.domain.dlr import InvalidDlr, parse_dlr
+from cdr_mediation.domain.pricing import NoPrice, PricingSnapshot
+from cdr_mediation.domain.projection import project
+
+NOTHING_APPLIED = -1
+
+
+class IngestReason(str, enum.Enum):
+    """Dead-letter reasons added by the ingest step (besides `DlrReason` and `PricingReason`)."""
+
+    OPERATOR_MISMATCH = "operator_mismatch"
+    DLR_ID_REUSED = "dlr_id_reused"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OperatorIngestState:
+    operator_id: str
+    chain_seq: int
+    head_hash: str
+    applied_offset: int
+
+    @classmethod
+    def initial(cls, operator_id: str) -> "OperatorIngestState":
+        return cls(operator_id, 0, GENESIS_PREV_HASH, NOTHING_APPLIED)
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.operator_id, self.chain_seq, self.head_hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> "OperatorIngestState":
+        return cls(**value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DedupEntry:
+    source_offset: int  # offset of the batch record that accepted the DLR
+    cdr_id: str
+    chain_seq: int
+    fingerprint: str  # Dlr.fingerprint(): tells a redelivery from a reused dlr_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> "DedupEntry":
+        return cls(**value)
+
+
+def dedup_key(operator_id: str, dlr_id: str) -> str:
+    """Table key of a dedup entry. Scoped by operator because the guard compares the entry's
+    offset with *that operator's* applied_offset. ``/`` cannot occur in an operator id."""
+    return f"{operator_id}/{dlr_id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    original: bytes  # the DLR exactly as received
+    reason_code: str
+    detail: str
+    operator_id: str  # the batch's operator (the Kafka key), not a field of the rejected bytes
+    source_offset: int
+    batch_index: int
+
+
+class LinkedCdr(NamedTuple):
+    cdr: Cdr
+    record_hash: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    new_state: OperatorIngestState
+    cdrs: tuple[LinkedCdr, ...]
+    dedup_writes: Mapping[str, DedupEntry]  # dlr_id -> entry, in acceptance order
+    dead_letters: tuple[DeadLetter, ...]
+    duplicates: int
+    already_applied: bool = False
+
+
+class _ChainWriter:
+    """Appends unlinked entries after a head; shared by DLR batches and (later) adjustments."""
+
+    __slots__ = ("head", "linked")
+
+    def __init__(self, head: ChainHead) -> None:
+        self.head = head
+        self.linked: list[LinkedCdr] = []
+
+    def append(self, unlinked: Cdr) -> LinkedCdr:
+        cdr, digest = link(self.head, unlinked)
+        self.head = ChainHead(self.head.operator_id, cdr.chain_seq, digest)
+        result = LinkedCdr(cdr, digest)
+        self.linked.append(result)
+        return result
+
+
+def apply_batch(
+    state: OperatorIngestState,
+    batch: Sequence[bytes],
+    offset: int,
+    pricing: PricingSnapshot,
+    dedup_lookup: Callable[[str], DedupEntry | None],
+) -> BatchOutcome:
+    """Apply one batch record (raw DLRs of `state.operator_id`, in log order) at `offset`.
+
+    `dedup_lookup(dlr_id)` reads this operator's dedup entries (key `dedup_key`). Pure: the
+    result depends only on the arguments. See the module docstring for the caller's duties.
+    """
+    if offset <= state.applied_offset:
+        return BatchOutcome(state, (), {}, (), 0, already_applied=True)
+
+    operator_id = state.operator_id
+    writer = _ChainWriter(state.head)
+    accepted: dict[str, DedupEntry] = {}
+    dead: list[DeadLetter] = []
+    duplicates = 0
+
+    def reject(index: int, raw: bytes, reason: str, detail: str) -> None:
+        dead.append(DeadLetter(bytes(raw), reason, detail, operator_id, offset, index))
+
+    for index, raw in enumerate(batch):
+        try:
+            dlr = parse_dlr(raw)
+        except InvalidDlr as exc:
+            reject(index, raw, exc.reason_code, exc.detail)
+            continue
+        if dlr.operator_id != operator_id:
+            reject(
+                index, raw, IngestReason.OPERATOR_MISMATCH.value,
+                f"DLR of operator {dlr.operator_id!r} in a batch of {operator_id!r}",
+            )
+            continue
+
+        fingerprint = dlr.fingerprint()
+        seen = accepted.get(dlr.dlr_id)
+        if seen is None:
+            prior = dedup_lookup(dlr.dlr_id)
+            if prior is not None and prior.source_offset <= state.applied_offset:
+                seen = prior  # accepted by a batch whose state was recorded
+        if seen is not None:
+            if seen.fingerprint == fingerprint:
+                duplicates += 1
+            else:
+                reject(
+                    index, raw, IngestReason.DLR_ID_REUSED.value,
+                    f"dlr_id already became cdr {seen.cdr_id} (chain_seq {seen.chain_seq}) "
+                    "with different content",
+                )
+            continue
+
+        try:
+            unlinked = project(dlr, pricing)
+        except NoPrice as exc:
+            reject(index, raw, exc.reason_code, exc.detail)
+            continue
+        cdr, _ = writer.append(unlinked)
+        accepted[dlr.dlr_id] = DedupEntry(offset, cdr.cdr_id, cdr.chain_seq, fingerprint)
+
+    head = writer.head
+    return BatchOutcome(
+        new_state=OperatorIngestState(operator_id, head.chain_seq, head.head_hash, offset),
+        cdrs=tuple(writer.linked),
+        dedup_writes=accepted,
+        dead_letters=tuple(dead),
+        duplicates=duplicates,
+    )

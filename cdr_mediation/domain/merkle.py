@@ -1,0 +1,127 @@
+"""RFC 6962 Merkle tree over chain record hashes (DESIGN.md §5; docs/chain.md §5).
+
+Leaves are the records' ``record_hash`` values, each taken as its raw 32 bytes:
+
+    MTH({})      = SHA-256("")                                    (empty export)
+    leaf(h)      = SHA-256(0x00 ‖ h)
+    node(l, r)   = SHA-256(0x01 ‖ l ‖ r)
+    MTH(D[0:n])  = node(MTH(D[0:k]), MTH(D[k:n])), k = largest power of two < n   (RFC 6962 §2.1)
+
+An inclusion proof is RFC 6962 §2.1.1's audit path (bottom-up sibling hashes), verified with the
+algorithm of RFC 9162 §2.1.3.2. Hashes cross this API as lowercase hex strings.
+
+The tree is built bottom-up (pair neighbours, carry an odd last node up unchanged), which yields
+exactly the RFC 6962 tree (the tests compare it with the recursive definition) in O(n) hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Sequence
+
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _raw(hex_hash: str) -> bytes:
+    if type(hex_hash) is not str or _HEX64.fullmatch(hex_hash) is None:
+        raise ValueError("a hash must be 64 lowercase hex digits")
+    return bytes.fromhex(hex_hash)
+
+
+def leaf_hash(record_hash: str) -> bytes:
+    return hashlib.sha256(b"\x00" + _raw(record_hash)).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _next_level(level: list[bytes]) -> list[bytes]:
+    upper = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    if len(level) % 2:
+        upper.append(level[-1])
+    return upper
+
+
+def merkle_root(record_hashes: Sequence[str]) -> str:
+    """RFC 6962 Merkle Tree Hash of the record hashes, in order (hex)."""
+    if not record_hashes:
+        return EMPTY_ROOT
+    level = [leaf_hash(h) for h in record_hashes]
+    while len(level) > 1:
+        level = _next_level(level)
+    return level[0].hex()
+
+
+class MerkleTree:
+    """All levels of the tree, for serving many inclusion proofs of one export."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, record_hashes: Sequence[str]) -> None:
+        levels = [[leaf_hash(h) for h in record_hashes]]
+        while len(levels[-1]) > 1:
+            levels.append(_next_level(levels[-1]))
+        self._levels = levels
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0])
+
+    @property
+    def root(self) -> str:
+        return self._levels[-1][0].hex() if self.size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int) -> list[str]:
+        """RFC 6962 §2.1.1 PATH(index, D[n]): sibling hashes from the leaf up (hex)."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"leaf index {index} outside a tree of {self.size}")
+        proof = []
+        position = index
+        for level in self._levels[:-1]:
+            sibling = position ^ 1
+            if sibling < len(level):  # else: this node is carried up unchanged
+                proof.append(level[sibling].hex())
+            position >>= 1
+        return proof
+
+
+def inclusion_proof(record_hashes: Sequence[str], index: int) -> list[str]:
+    return MerkleTree(record_hashes).inclusion_proof(index)
+
+
+def root_from_inclusion_proof(
+    record_hash: str, index: int, tree_size: int, proof: Sequence[str]
+) -> str | None:
+    """RFC 9162 §2.1.3.2: the root the proof leads to, or None if the proof is malformed."""
+    if not 0 <= index < tree_size:
+        return None
+    fn, sn = index, tree_size - 1
+    r = leaf_hash(record_hash)
+    for sibling_hex in proof:
+        p = _raw(sibling_hex)
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        return None
+    return r.hex()
+
+
+def verify_inclusion(
+    record_hash: str, index: int, tree_size: int, proof: Sequence[str], root: str
+) -> bool:
+    """True iff `proof` shows `record_hash` is leaf `index` of the tree (`tree_size`, `root`)."""
+    return root_from_inclusion_proof(record_hash, index, tree_size, proof) == root
