@@ -67,15 +67,36 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from cdr_mediation.agents.worker import prepare_topics, run_worker
+    from cdr_mediation.agents.worker import build_worker_app, prepare_topics, run_worker
     from cdr_mediation.runtime import start_process
-    from cdr_mediation.topology.app import APP_ID, create_app
+    from cdr_mediation.topology.app import APP_ID
     from cdr_mediation.topology.topics import all_topics
 
     process = start_process("worker", worker=True)
-    app = create_app(process.settings)
-    prepare_topics(process.settings, all_topics(APP_ID, prefix=process.settings.topic_prefix))
+    app, tables = build_worker_app(process.settings)
+    prepare_topics(process.settings, all_topics(APP_ID, tables, prefix=process.settings.topic_prefix))
     run_worker(app, process.settings)
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.bridge import Bridge
+    from cdr_mediation.agents.worker import prepare_topics
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.topology.topics import DLR, DLR_DEAD_LETTER
+
+    process = start_process("bridge", worker=False)
+    settings = process.settings
+    prepare_topics(settings, tuple(spec.named(settings.topic_prefix) for spec in (DLR, DLR_DEAD_LETTER)))
+
+    async def bridge() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Bridge(settings).run(stop)
+
+    asyncio.run(bridge())
     return 0
 
 
@@ -153,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_parser("create", help="create every declared topic").set_defaults(func=cmd_topics_create)
 
     sub.add_parser("worker", help="run a Faust worker").set_defaults(func=cmd_worker)
+    sub.add_parser("bridge", help="forward DLRs from NATS JetStream to Kafka").set_defaults(func=cmd_bridge)
     sub.add_parser("portal", help="run the aiohttp portal").set_defaults(func=cmd_portal)
 
     generate = sub.add_parser("generate", help="publish synthetic DLRs to NATS JetStream")

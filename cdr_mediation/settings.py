@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
 
+    worker_agents: str = Field("ingest,store", pattern=r"^(ingest|store)(,(ingest|store))*$",
+                               description="which agents this worker runs (comma-separated)")
+    pricing_file: Path | None = Field(None, description="pricing snapshot (cdr-mediation.pricing.v1 JSON)")
+
     nats_url: str = "nats://127.0.0.1:4222"
     pg_dsn: SecretStr = SecretStr("postgresql://cdr_app@127.0.0.1:5432/cdr")
 
@@ -117,6 +121,10 @@ class Settings(BaseSettings):
         # Only explicit values (from `load`): no second, implicit read of the environment.
         return (init_settings,)
 
+    @property
+    def agents(self) -> frozenset[str]:
+        return frozenset(self.worker_agents.split(","))
+
     def masked(self) -> dict[str, Any]:
         """Every setting for the start-up log, secrets replaced and DSN passwords hidden."""
         result: dict[str, Any] = {}
@@ -142,3 +150,5 @@ def check_worker_startup(settings: Settings) -> None:
             "(set CDR_AI_MODEL_REGISTRY_ENTRY to the registered model, or set AI_ENABLED=false); "
             "refusing to start"
         )
+    if "ingest" in settings.agents and settings.pricing_file is None:
+        raise StartupRefused("the ingest agent needs a pricing snapshot: set CDR_PRICING_FILE")

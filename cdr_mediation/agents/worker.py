@@ -10,7 +10,7 @@ import faust
 
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.admin import ensure_topics
-from cdr_mediation.topology.topics import TopicSpec
+from cdr_mediation.topology.topics import TableSpec, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,33 @@ def prepare_topics(settings: Settings, specs: tuple[TopicSpec, ...]) -> None:
                       replication_factor=settings.replication_factor)
     )
     log.info("topology ready", extra={"created_topics": created})
+
+
+def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ...]]:
+    """The Faust app with the agents this worker runs (CDR_WORKER_AGENTS), and their tables."""
+    from cdr_mediation.agents import ingest, store
+    from cdr_mediation.domain.pricing import load_snapshot
+    from cdr_mediation.tables.ingest import INGEST_TABLE
+    from cdr_mediation.topology.app import create_app
+
+    app = create_app(settings)
+    tables: list[TableSpec] = []
+    readiness = store.StoreReadiness()
+    if "ingest" in settings.agents:
+        assert settings.pricing_file is not None  # check_worker_startup refused otherwise
+        pricing = load_snapshot(settings.pricing_file.read_bytes())
+        log.info("pricing snapshot loaded", extra={"pricing_version": pricing.version})
+        ingest.register(app, settings, pricing)
+        tables.append(INGEST_TABLE)
+    if "store" in settings.agents:
+        store.register(app, settings, readiness)
+
+    @app.page("/readyz")
+    async def ready(web, request):
+        ok = readiness.database_ok
+        return web.json({"ready": ok, **({"detail": readiness.detail} if not ok else {})}, status=200 if ok else 503)
+
+    return app, tuple(tables)
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:

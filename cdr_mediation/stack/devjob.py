@@ -1,4 +1,4 @@
-"""The main job on the local stack: stack up, then a worker, the portal and a DLR generator.
+"""The main job on the local stack: stack up, then a worker, the bridge, the portal and a DLR generator.
 
 Children run as separate processes (as in production), each with its own metrics endpoint,
 all pointed at the stack by the CDR_* environment. Ctrl-C (or `--seconds`) stops them in
@@ -38,13 +38,15 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
     except StackError as exc:
         print(f"cdrmed dev: {exc}", file=sys.stderr)
         return 1
-    ports = {name: free_port() for name in ("portal", "worker_web", "worker_metrics", "portal_metrics", "generator_metrics")}
+    ports = {name: free_port() for name in ("portal", "worker_web", "worker_metrics", "portal_metrics",
+                                            "generator_metrics", "bridge_metrics")}
     base_env = {**os.environ, **stack.settings_env()}
     children = {
         "worker": _spawn("worker", ["worker"], {**base_env, "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
                                                 "CDR_METRICS_PORT": str(ports["worker_metrics"])}),
         "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
                                                 "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
+        "bridge": _spawn("bridge", ["bridge"], {**base_env, "CDR_METRICS_PORT": str(ports["bridge_metrics"])}),
         "generator": _spawn("generator", ["generate", "--rate", str(rate)],
                             {**base_env, "CDR_METRICS_PORT": str(ports["generator_metrics"])}),
     }
@@ -60,7 +62,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
             "stack": {name: health.as_json() for name, health in status.items()},
             "portal": {"healthz": f"{portal}/healthz", "readyz": f"{portal}/readyz", "metrics": f"{portal}/metrics"},
             "metrics": {name: f"http://127.0.0.1:{ports[name + '_metrics']}/metrics"
-                        for name in ("worker", "portal", "generator")},
+                        for name in ("worker", "portal", "bridge", "generator")},
             "stop": "Ctrl-C (the stack stays up; `cdrmed stack down` stops it)",
         }), flush=True)
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -75,7 +77,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         print(f"cdrmed dev: {exc}", file=sys.stderr)
         exit_code = 1
     finally:
-        for name in ("generator", "portal", "worker"):
+        for name in ("generator", "bridge", "portal", "worker"):
             child = children[name]
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

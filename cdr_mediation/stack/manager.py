@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 
 from cdr_mediation.stack.component import Component
@@ -85,4 +86,12 @@ class Stack:
             "CDR_S3_SECRET_KEY": s3_component.SECRET_KEY,
             "CDR_MSISDN_HASH_KEY": self.state.secret("msisdn_hash_key", nbytes=32),
             "CDR_DATA_DIR": str(self.state.root / "worker-data"),
+            "CDR_PRICING_FILE": str(self._dev_pricing()),
         }
+
+    def _dev_pricing(self) -> Path:
+        """The pricing snapshot for the synthetic operators (copied so it can be edited locally)."""
+        target = self.state.root / "pricing.json"
+        if not target.exists():
+            target.write_bytes(resources.files("cdr_mediation.stack").joinpath("pricing.dev.json").read_bytes())
+        return target

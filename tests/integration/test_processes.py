@@ -91,6 +91,6 @@ def test_main_job_runs_worker_portal_and_generator_then_stops_cleanly(stack, sta
     events = [line for line in lines if "job" in line]
     assert [e["job"] for e in events] == ["running", "stopped"]
     assert all(component["healthy"] for component in events[0]["stack"].values())
-    assert events[1]["exit_codes"] == {"worker": 0, "portal": 0, "generator": 0}
+    assert events[1]["exit_codes"] == {"worker": 0, "portal": 0, "bridge": 0, "generator": 0}
     published = [line for line in lines if "published" in line]
     assert published and published[0]["published"] > 100

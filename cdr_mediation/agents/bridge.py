@@ -1,0 +1,121 @@
+"""The bridge: NATS JetStream (durable pull consumer) → Kafka `dlr.v1`, keyed by operator.
+
+A JetStream message is acknowledged only after Kafka acknowledged (acks=all) the batch record
+or dead letter that carries it. When Kafka cannot take a fetched batch, the bridge retries that
+same batch (telling JetStream the messages are in progress) instead of fetching more: moving on
+would let later DLRs of an operator overtake earlier ones. A crash between the Kafka ack and the
+JetStream ack leads to redelivery; the ingest agent's dedup absorbs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats.errors
+from aiokafka import AIOKafkaProducer
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge
+
+from cdr_mediation.codecs.records import DeadLetterRecord, encode_dlr_batch
+from cdr_mediation.domain.bridging import InboundMessage, plan_forwarding
+from cdr_mediation.infra.nats import DLR_STREAM, DLR_SUBJECT_PREFIX, connect, ensure_dlr_stream
+from cdr_mediation.settings import Settings
+from cdr_mediation.topology.topics import DLR, DLR_DEAD_LETTER
+
+log = logging.getLogger(__name__)
+
+FORWARDED = Counter("cdr_bridge_dlrs_forwarded_total", "DLRs forwarded to Kafka (acked by Kafka)")
+DEAD_LETTERED = Counter("cdr_bridge_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
+IN_FLIGHT = Gauge("cdr_bridge_in_flight_messages", "JetStream messages fetched and not yet acked")
+PENDING = Gauge("cdr_bridge_jetstream_pending_messages", "Messages in the stream not yet delivered to the bridge")
+KAFKA_RETRIES = Counter("cdr_bridge_kafka_retries_total", "Batches retried because Kafka did not acknowledge")
+
+DURABLE = "cdr-bridge"
+FETCH_BATCH = 1000
+ACK_WAIT_S = 30.0
+
+
+class Bridge:
+    def __init__(self, settings: Settings, *, ack_wait_s: float = ACK_WAIT_S) -> None:
+        self.settings = settings
+        self.ack_wait_s = ack_wait_s
+        self.dlr_topic = DLR.named(settings.topic_prefix).name
+        self.dlq_topic = DLR_DEAD_LETTER.named(settings.topic_prefix).name
+
+    async def run(self, stop: asyncio.Event) -> None:
+        nc = await connect(self.settings.nats_url, name="cdr-bridge")
+        js = nc.jetstream()
+        await ensure_dlr_stream(js)
+        subscription = await js.pull_subscribe(
+            f"{DLR_SUBJECT_PREFIX}.>", durable=DURABLE, stream=DLR_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                  ack_wait=self.ack_wait_s, max_ack_pending=FETCH_BATCH * 4),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=False,
+            linger_ms=5, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
+            request_timeout_ms=30000,
+        )
+        await producer.start()
+        pending_task = asyncio.create_task(self._watch_pending(js, stop))
+        log.info("bridge running", extra={"durable": DURABLE, "dlr_topic": self.dlr_topic})
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(FETCH_BATCH, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                # The batch in hand is finished even when a stop arrives meanwhile (drain).
+                await self._forward(producer, messages)
+        finally:
+            pending_task.cancel()
+            await producer.stop()
+            await nc.drain()
+            log.info("bridge stopped")
+
+    async def _forward(self, producer: AIOKafkaProducer, messages) -> None:
+        IN_FLIGHT.set(len(messages))
+        plan = plan_forwarding([InboundMessage(m.subject, m.data, m.metadata.sequence.stream) for m in messages])
+        delay = 0.2
+        while True:
+            try:
+                futures = [
+                    await producer.send(self.dlr_topic, key=operator.encode(), value=encode_dlr_batch(batch))
+                    for operator, batch in plan.batches
+                ]
+                for rejected in plan.rejected:
+                    record = DeadLetterRecord(
+                        key=rejected.operator_key, original=rejected.message.data, reason=rejected.reason,
+                        detail=rejected.detail, stage="bridge",
+                        source=f"jetstream:{DLR_STREAM}:{rejected.message.stream_seq}:{rejected.message.subject}",
+                    )
+                    futures.append(await producer.send(self.dlq_topic, key=record.key.encode(),
+                                                       value=record.original, headers=record.headers()))
+                await asyncio.gather(*futures)
+                break
+            except Exception as exc:  # noqa: BLE001 - Kafka errors of every kind: same batch again
+                KAFKA_RETRIES.inc()
+                log.warning("kafka did not acknowledge; retrying the same batch",
+                            extra={"error": repr(exc), "retry_in_s": delay})
+                for message in messages:
+                    await message.in_progress()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        for message in messages:
+            await message.ack()
+        FORWARDED.inc(sum(len(batch) for _, batch in plan.batches))
+        for rejected in plan.rejected:
+            DEAD_LETTERED.labels(reason=rejected.reason).inc()
+            log.warning("dead letter", extra={"reason": rejected.reason, "detail": rejected.detail,
+                                              "stream_seq": rejected.message.stream_seq})
+        IN_FLIGHT.set(0)
+
+    async def _watch_pending(self, js, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                info = await js.consumer_info(DLR_STREAM, DURABLE)
+                PENDING.set(info.num_pending)
+            except Exception as exc:  # noqa: BLE001 - a metric, never fatal
+                log.debug("consumer_info failed", extra={"error": repr(exc)})
+            await asyncio.sleep(5)

@@ -1,0 +1,93 @@
+"""Ingest agent: DLR batch records → chained CDR batch records and dead letters.
+
+A thin shell around `domain.ingest.apply_batch`. Per batch record, in this order (DESIGN.md
+§4.5): emit CDRs and dead letters and wait for Kafka's acks; then write the dedup entries and
+the new state to the table. A crash anywhere re-runs the batch from the old state and emits
+byte-identical records, which the store absorbs by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import faust
+from prometheus_client import Counter, Histogram
+
+from cdr_mediation.codecs.records import DeadLetterRecord, UndecodableRecord, decode_dlr_batch, encode_cdr_batch
+from cdr_mediation.domain.ingest import apply_batch
+from cdr_mediation.domain.pricing import PricingSnapshot
+from cdr_mediation.settings import Settings
+from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTableView
+from cdr_mediation.topology.topics import CDR, DLR, DLR_DEAD_LETTER
+
+log = logging.getLogger(__name__)
+
+BATCHES = Counter("cdr_ingest_batches_total", "DLR batch records processed", ["outcome"])
+CDRS = Counter("cdr_ingest_cdrs_total", "CDRs appended to operator chains", ["operator_id"])
+DUPLICATES = Counter("cdr_ingest_duplicates_total", "Redelivered DLRs dropped by dedup", ["operator_id"])
+DEAD_LETTERS = Counter("cdr_ingest_dead_letters_total", "DLRs sent to the dead-letter topic", ["reason"])
+BATCH_SECONDS = Histogram("cdr_ingest_batch_seconds", "Time to apply and emit one batch record")
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> None:
+    prefix = settings.topic_prefix
+    dlr_topic = raw_topic(app, DLR.named(prefix).name)
+    cdr_topic = raw_topic(app, CDR.named(prefix).name)
+    dlq_topic = raw_topic(app, DLR_DEAD_LETTER.named(prefix).name)
+    table = app.Table(INGEST_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
+    view = IngestTableView(table)
+
+    @app.agent(dlr_topic, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            operator_id = (event.key or b"").decode("utf-8", "replace")
+            offset = event.message.offset
+            with BATCH_SECONDS.time():
+                state = view.state(operator_id)
+                if offset <= state.applied_offset:
+                    BATCHES.labels(outcome="already_applied").inc()
+                    continue
+                try:
+                    batch = decode_dlr_batch(event.value)
+                except UndecodableRecord as exc:
+                    await _send_all([await dlq_topic.send(
+                        key=operator_id.encode(), value=event.value,
+                        headers=_dead_letter(operator_id, event.value, "undecodable_batch", str(exc), event, -1).headers(),
+                    )])
+                    DEAD_LETTERS.labels(reason="undecodable_batch").inc()
+                    view.record(operator_id, {}, dataclasses.replace(state, applied_offset=offset))
+                    BATCHES.labels(outcome="undecodable").inc()
+                    continue
+                outcome = apply_batch(state, batch, offset, pricing, view.dedup_lookup(operator_id))
+                futures = []
+                if outcome.cdrs:
+                    futures.append(await cdr_topic.send(key=operator_id.encode(), value=encode_cdr_batch(outcome.cdrs)))
+                for dead in outcome.dead_letters:
+                    record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
+                    futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
+                                                        headers=record.headers()))
+                await _send_all(futures)
+                view.record(operator_id, outcome.dedup_writes, outcome.new_state)
+            BATCHES.labels(outcome="applied").inc()
+            CDRS.labels(operator_id=operator_id).inc(len(outcome.cdrs))
+            if outcome.duplicates:
+                DUPLICATES.labels(operator_id=operator_id).inc(outcome.duplicates)
+            for dead in outcome.dead_letters:
+                DEAD_LETTERS.labels(reason=dead.reason_code).inc()
+
+
+async def _send_all(futures) -> None:
+    """Wait until Kafka acknowledged every record (the state may only be written after)."""
+    for future in futures:
+        await future
+
+
+def _dead_letter(operator_id: str, original: bytes, reason: str, detail: str, event, index: int) -> DeadLetterRecord:
+    message = event.message
+    return DeadLetterRecord(key=operator_id or "unknown", original=original, reason=reason, detail=detail,
+                            stage="ingest", source=f"kafka:{message.topic}:{message.partition}:{message.offset}:{index}")

@@ -1,0 +1,85 @@
+"""The CDR table: batched, idempotent appends and exact read-back for verification.
+
+A batch is copied into a temporary table and inserted with ON CONFLICT DO NOTHING, so delivering
+the same CDRs twice (Faust is at-least-once) stores them once. A conflicting row that is *not*
+the same entry — same (operator, chain_seq) or same cdr_id with a different hash — would mean two
+different chains were produced; that is never absorbed silently but raised as a `ChainFork`, and
+the store agent stops before committing its offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+
+from cdr_mediation.domain.cdr import Cdr, format_utc, parse_utc
+
+ENTRY_COLUMNS = tuple(field.name for field in dataclasses.fields(Cdr))
+COLUMNS = ENTRY_COLUMNS + ("record_hash",)
+_TIMESTAMPS = frozenset({"submitted_at", "done_at"})
+
+
+class ChainFork(RuntimeError):
+    """A stored entry and an incoming one claim the same place with different content."""
+
+
+def cdr_row(cdr: Cdr, record_hash: str) -> tuple:
+    entry = cdr.to_entry()
+    return tuple(parse_utc(entry[c]) if c in _TIMESTAMPS else entry[c] for c in ENTRY_COLUMNS) + (record_hash,)
+
+
+def row_to_entry(row) -> tuple[Cdr, str]:
+    """A stored row back to its chain entry, byte-exact (timestamps in the chain's format)."""
+    values = {c: (format_utc(row[c]) if c in _TIMESTAMPS else row[c]) for c in ENTRY_COLUMNS}
+    values["currency"] = values["currency"].strip()
+    return Cdr.from_entry(values), row["record_hash"].strip()
+
+
+async def append_cdrs(conn, batch: Sequence[tuple[Cdr, str]]) -> int:
+    """Append (cdr, record_hash) pairs in one transaction; returns how many rows were new."""
+    if not batch:
+        return 0
+    columns = ", ".join(COLUMNS)
+    async with conn.transaction():
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS cdr_incoming (LIKE cdr INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        await conn.copy_records_to_table("cdr_incoming", records=[cdr_row(c, h) for c, h in batch], columns=COLUMNS)
+        status = await conn.execute(
+            f"INSERT INTO cdr ({columns}) SELECT {columns} FROM cdr_incoming ORDER BY operator_id, chain_seq "
+            "ON CONFLICT DO NOTHING"
+        )
+        forks = await conn.fetch(
+            """
+            SELECT i.operator_id, i.chain_seq, i.cdr_id, c.chain_seq AS stored_seq, c.record_hash AS stored_hash,
+                   i.record_hash AS incoming_hash
+              FROM cdr_incoming i
+              JOIN cdr c ON (c.operator_id = i.operator_id AND c.chain_seq = i.chain_seq) OR c.cdr_id = i.cdr_id
+             WHERE c.record_hash <> i.record_hash OR c.cdr_id <> i.cdr_id OR c.chain_seq <> i.chain_seq
+             LIMIT 5
+            """
+        )
+        if forks:
+            raise ChainFork("; ".join(
+                f"{f['operator_id']} seq {f['chain_seq']} cdr {f['cdr_id']}: stored seq {f['stored_seq']} "
+                f"hash {f['stored_hash']}, incoming {f['incoming_hash']}" for f in forks
+            ))
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 10_000) -> AsyncIterator[tuple[Cdr, str]]:
+    """An operator's stored chain in chain_seq order, paged (bounded memory for long chains)."""
+    next_seq = from_seq
+    while True:
+        rows = await conn.fetch(
+            f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 "
+            "ORDER BY chain_seq LIMIT $3",
+            operator_id, next_seq, page,
+        )
+        for row in rows:
+            yield row_to_entry(row)
+        if len(rows) < page:
+            return
+        next_seq = rows[-1]["chain_seq"] + 1
+
+
+async def operators(conn) -> list[str]:
+    return [r["operator_id"] for r in await conn.fetch("SELECT DISTINCT operator_id FROM cdr ORDER BY 1")]
