@@ -58,23 +58,24 @@ def cmd_stack_env(args: argparse.Namespace) -> int:
 def cmd_topics_create(args: argparse.Namespace) -> int:
     from cdr_mediation.agents.worker import prepare_topics
     from cdr_mediation.runtime import start_process
-    from cdr_mediation.topology.app import APP_ID
+    from cdr_mediation.tables.ingest import INGEST_TABLE
     from cdr_mediation.topology.topics import all_topics
 
     process = start_process("topics", worker=False, metrics=False)
-    prepare_topics(process.settings, all_topics(APP_ID, prefix=process.settings.topic_prefix))
+    settings = process.settings
+    prepare_topics(settings, all_topics(settings.app_id, (INGEST_TABLE,), prefix=settings.topic_prefix))
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from cdr_mediation.agents.worker import build_worker_app, prepare_topics, run_worker
     from cdr_mediation.runtime import start_process
-    from cdr_mediation.topology.app import APP_ID
     from cdr_mediation.topology.topics import all_topics
 
     process = start_process("worker", worker=True)
-    app, tables = build_worker_app(process.settings)
-    prepare_topics(process.settings, all_topics(APP_ID, tables, prefix=process.settings.topic_prefix))
+    settings = process.settings
+    app, tables = build_worker_app(settings)
+    prepare_topics(settings, all_topics(settings.app_id, tables, prefix=settings.topic_prefix))
     run_worker(app, process.settings)
     return 0
 
@@ -123,6 +124,7 @@ def cmd_portal(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from cdr_mediation.infra.nats import DlrInbox
     from cdr_mediation.runtime import start_process
     from cdr_mediation.stack.dlr_source import publish_dlrs
 
@@ -134,11 +136,76 @@ def cmd_generate(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await publish_dlrs(process.settings.nats_url, seed=args.seed, start=start,
+        settings = process.settings
+        return await publish_dlrs(settings.nats_url, inbox=DlrInbox(settings.nats_stream, settings.nats_subject_root),
+                                  seed=args.seed, start=start,
                                   count=args.count, rate_per_s=args.rate, stop=stop)
 
     print(json.dumps({"published": asyncio.run(publish())}))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from cdr_mediation.agents.verifier import verification_report, verify_stored_chains
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("verify", worker=False, metrics=False)
+
+    async def verify() -> list:
+        conn = await asyncpg.connect(process.settings.pg_dsn.get_secret_value())
+        try:
+            return await verify_stored_chains(conn, args.operator or None)
+        finally:
+            await conn.close()
+
+    results = asyncio.run(verify())
+    for result in results:
+        print(json.dumps(verification_report(result)))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from cdr_mediation.agents.replay import replay_chain_heads
+    from cdr_mediation.domain.pricing import load_snapshot
+    from cdr_mediation.infra.postgres.cdr_store import stored_heads
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.topology.topics import DLR
+
+    process = start_process("replay", worker=False, metrics=False)
+    settings = process.settings
+    if settings.pricing_file is None:
+        print("cdrmed replay: set CDR_PRICING_FILE to the pricing snapshot the system runs with", file=sys.stderr)
+        return 2
+    pricing = load_snapshot(settings.pricing_file.read_bytes())
+    work_dir = Path(args.work_dir or settings.data_dir / "replay")
+
+    async def replay() -> tuple[dict, dict]:
+        heads = await replay_chain_heads(settings.kafka_bootstrap, DLR.named(settings.topic_prefix).name,
+                                         pricing, work_dir)
+        stored: dict = {}
+        if args.compare:
+            conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+            try:
+                stored = await stored_heads(conn, sorted(heads))
+            finally:
+                await conn.close()
+        return heads, stored
+
+    heads, stored = asyncio.run(replay())
+    differ = False
+    for operator_id, head in heads.items():
+        line = {"operator_id": operator_id, "chain_seq": head.chain_seq, "head_hash": head.head_hash}
+        if args.compare:
+            stored_seq, stored_hash = stored.get(operator_id, (0, None))
+            line["stored"] = {"chain_seq": stored_seq, "head_hash": stored_hash}
+            line["equal"] = (stored_seq, stored_hash) == (head.chain_seq, head.head_hash)
+            differ |= not line["equal"]
+        print(json.dumps(line))
+    return 1 if differ else 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -151,6 +218,15 @@ def cmd_bench_codec(args: argparse.Namespace) -> int:
     from cdr_mediation.codecs.bench import run_codec_bench
 
     print(json.dumps(run_codec_bench(args.records)))
+    return 0
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack.bench_ingest import run_ingest_bench
+
+    result = asyncio.run(run_ingest_bench(Path(args.state_dir), args.dlrs, workers=args.workers,
+                                          partitions=args.partitions))
+    print(json.dumps(result))
     return 0
 
 
@@ -184,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", default=None, help="done_at of the first DLR (ISO 8601; default now)")
     generate.set_defaults(func=cmd_generate)
 
+    verify = sub.add_parser("verify", help="recompute stored chains and report the first break")
+    verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
+    verify.set_defaults(func=cmd_verify)
+
+    replay = sub.add_parser("replay", help="rebuild chain heads from the DLR topic into fresh state")
+    replay.add_argument("--compare", action="store_true", help="compare with the heads stored in PostgreSQL")
+    replay.add_argument("--work-dir", default=None, help="fresh state directory (default <data dir>/replay)")
+    replay.set_defaults(func=cmd_replay)
+
     dev = with_state_dir(sub.add_parser("dev", help="the main job on the local stack"))
     dev.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     dev.add_argument("--rate", type=float, default=50.0, help="synthetic DLRs per second")
@@ -193,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     codec = bench.add_parser("codec", help="TAP 3.12 streaming encoder")
     codec.add_argument("--records", type=int, default=1_000_000)
     codec.set_defaults(func=cmd_bench_codec)
+    ingest = with_state_dir(bench.add_parser("ingest", help="NATS → PostgreSQL through the whole ingest pipeline"))
+    ingest.add_argument("--dlrs", type=int, default=200_000)
+    ingest.add_argument("--workers", type=int, default=1)
+    ingest.add_argument("--partitions", type=int, default=4)
+    ingest.set_defaults(func=cmd_bench_ingest)
     return parser
 
 

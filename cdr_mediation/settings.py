@@ -46,7 +46,15 @@ class Settings(BaseSettings):
                                description="which agents this worker runs (comma-separated)")
     pricing_file: Path | None = Field(None, description="pricing snapshot (cdr-mediation.pricing.v1 JSON)")
 
+    app_id: str = Field("cdr-mediation", pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$",
+                        description="Faust app id: consumer group and table changelog names")
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = Field("DLR", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_subject_root: str = Field("dlr.v1", pattern=r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$",
+                                   description="DLRs arrive on <root>.<operator_id>")
+    bridge_ack_wait_s: float = Field(30.0, gt=0, description="JetStream redelivers unacked DLRs after this")
+    bridge_linger_ms: int = Field(50, ge=0, le=5000,
+                                  description="how long the bridge gathers DLRs into one batch before forwarding")
     pg_dsn: SecretStr = SecretStr("postgresql://cdr_app@127.0.0.1:5432/cdr")
 
     hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from cdr_mediation.codecs.records import DeadLetterRecord, encode_dlr_batch
 from cdr_mediation.domain.bridging import InboundMessage, plan_forwarding
-from cdr_mediation.infra.nats import DLR_STREAM, DLR_SUBJECT_PREFIX, connect, ensure_dlr_stream
+from cdr_mediation.infra.nats import DlrInbox, connect, ensure_dlr_stream
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import DLR, DLR_DEAD_LETTER
 
@@ -33,24 +33,23 @@ KAFKA_RETRIES = Counter("cdr_bridge_kafka_retries_total", "Batches retried becau
 
 DURABLE = "cdr-bridge"
 FETCH_BATCH = 1000
-ACK_WAIT_S = 30.0
 
 
 class Bridge:
-    def __init__(self, settings: Settings, *, ack_wait_s: float = ACK_WAIT_S) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ack_wait_s = ack_wait_s
+        self.inbox = DlrInbox(settings.nats_stream, settings.nats_subject_root)
         self.dlr_topic = DLR.named(settings.topic_prefix).name
         self.dlq_topic = DLR_DEAD_LETTER.named(settings.topic_prefix).name
 
     async def run(self, stop: asyncio.Event) -> None:
         nc = await connect(self.settings.nats_url, name="cdr-bridge")
         js = nc.jetstream()
-        await ensure_dlr_stream(js)
+        await ensure_dlr_stream(js, self.inbox)
         subscription = await js.pull_subscribe(
-            f"{DLR_SUBJECT_PREFIX}.>", durable=DURABLE, stream=DLR_STREAM,
+            self.inbox.wildcard, durable=DURABLE, stream=self.inbox.stream,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  ack_wait=self.ack_wait_s, max_ack_pending=FETCH_BATCH * 4),
+                                  ack_wait=self.settings.bridge_ack_wait_s, max_ack_pending=FETCH_BATCH * 4),
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=False,
@@ -62,21 +61,42 @@ class Bridge:
         log.info("bridge running", extra={"durable": DURABLE, "dlr_topic": self.dlr_topic})
         try:
             while not stop.is_set():
-                try:
-                    messages = await subscription.fetch(FETCH_BATCH, timeout=1.0)
-                except nats.errors.TimeoutError:
+                messages = await self._gather(subscription)
+                if not messages:
                     continue
                 # The batch in hand is finished even when a stop arrives meanwhile (drain).
                 await self._forward(producer, messages)
         finally:
             pending_task.cancel()
             await producer.stop()
-            await nc.drain()
+            try:
+                await nc.drain()
+            except Exception as exc:  # noqa: BLE001 - everything acked is already safe; just close
+                log.warning("nats drain failed; closing", extra={"error": repr(exc)})
+                await nc.close()
             log.info("bridge stopped")
+
+    async def _gather(self, subscription) -> list:
+        """Wait up to 1 s for a first message, then gather more for up to `bridge_linger_ms`:
+        JetStream hands out what is available, often one message, and the unit that flows
+        through Kafka and Faust should be a batch (DESIGN.md §10)."""
+        try:
+            messages = await subscription.fetch(FETCH_BATCH, timeout=1.0)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.bridge_linger_ms / 1000
+        while len(messages) < FETCH_BATCH and (remaining := deadline - loop.time()) > 0:
+            try:
+                messages += await subscription.fetch(FETCH_BATCH - len(messages), timeout=max(remaining, 0.005))
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                break
+        return messages
 
     async def _forward(self, producer: AIOKafkaProducer, messages) -> None:
         IN_FLIGHT.set(len(messages))
-        plan = plan_forwarding([InboundMessage(m.subject, m.data, m.metadata.sequence.stream) for m in messages])
+        plan = plan_forwarding([InboundMessage(m.subject, m.data, m.metadata.sequence.stream) for m in messages],
+                               subject_root=self.inbox.subject_root)
         delay = 0.2
         while True:
             try:
@@ -88,7 +108,7 @@ class Bridge:
                     record = DeadLetterRecord(
                         key=rejected.operator_key, original=rejected.message.data, reason=rejected.reason,
                         detail=rejected.detail, stage="bridge",
-                        source=f"jetstream:{DLR_STREAM}:{rejected.message.stream_seq}:{rejected.message.subject}",
+                        source=f"jetstream:{self.inbox.stream}:{rejected.message.stream_seq}:{rejected.message.subject}",
                     )
                     futures.append(await producer.send(self.dlq_topic, key=record.key.encode(),
                                                        value=record.original, headers=record.headers()))
@@ -114,7 +134,7 @@ class Bridge:
     async def _watch_pending(self, js, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                info = await js.consumer_info(DLR_STREAM, DURABLE)
+                info = await js.consumer_info(self.inbox.stream, DURABLE)
                 PENDING.set(info.num_pending)
             except Exception as exc:  # noqa: BLE001 - a metric, never fatal
                 log.debug("consumer_info failed", extra={"error": repr(exc)})

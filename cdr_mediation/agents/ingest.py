@@ -56,7 +56,7 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                     batch = decode_dlr_batch(event.value)
                 except UndecodableRecord as exc:
                     await _send_all([await dlq_topic.send(
-                        key=operator_id.encode(), value=event.value,
+                        key=operator_id.encode(), value=event.value, force=True,
                         headers=_dead_letter(operator_id, event.value, "undecodable_batch", str(exc), event, -1).headers(),
                     )])
                     DEAD_LETTERS.labels(reason="undecodable_batch").inc()
@@ -66,11 +66,12 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                 outcome = apply_batch(state, batch, offset, pricing, view.dedup_lookup(operator_id))
                 futures = []
                 if outcome.cdrs:
-                    futures.append(await cdr_topic.send(key=operator_id.encode(), value=encode_cdr_batch(outcome.cdrs)))
+                    futures.append(await cdr_topic.send(key=operator_id.encode(), value=encode_cdr_batch(outcome.cdrs),
+                                                        force=True))
                 for dead in outcome.dead_letters:
                     record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
                     futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
-                                                        headers=record.headers()))
+                                                        headers=record.headers(), force=True))
                 await _send_all(futures)
                 view.record(operator_id, outcome.dedup_writes, outcome.new_state)
             BATCHES.labels(outcome="applied").inc()
@@ -82,7 +83,11 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
 
 
 async def _send_all(futures) -> None:
-    """Wait until Kafka acknowledged every record (the state may only be written after)."""
+    """Wait until Kafka acknowledged every record (the state may only be written after).
+
+    Sends use `force=True`: Faust would otherwise attach them to the current event and send them
+    only when the event is acked, after this agent has written its state — the wrong order.
+    """
     for future in futures:
         await future
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from cdr_mediation.domain.dlr import InvalidDlr, parse_dlr
 
-SUBJECT_PREFIX = "dlr.v1."
 UNKNOWN_OPERATOR = "unknown"
 SUBJECT_OPERATOR_MISMATCH = "subject_operator_mismatch"
 
@@ -38,18 +37,22 @@ class ForwardPlan:
     rejected: tuple[Rejected, ...]
 
 
-def subject_operator(subject: str) -> str:
-    return subject[len(SUBJECT_PREFIX):] if subject.startswith(SUBJECT_PREFIX) else UNKNOWN_OPERATOR
+def subject_operator(subject: str, subject_root: str) -> str:
+    """The operator a subject `<subject_root>.<operator_id>` names, or "unknown"."""
+    prefix = subject_root + "."
+    rest = subject[len(prefix):] if subject.startswith(prefix) else ""
+    return rest if rest and "." not in rest else UNKNOWN_OPERATOR
 
 
 def plan_forwarding(
-    messages: Sequence[InboundMessage], *, max_batch_dlrs: int = 1000, max_batch_bytes: int = 512 * 1024
+    messages: Sequence[InboundMessage], *, subject_root: str, max_batch_dlrs: int = 1000,
+    max_batch_bytes: int = 512 * 1024,
 ) -> ForwardPlan:
     by_operator: dict[str, list[list[bytes]]] = {}
     sizes: dict[str, int] = {}
     rejected: list[Rejected] = []
     for message in messages:
-        from_subject = subject_operator(message.subject)
+        from_subject = subject_operator(message.subject, subject_root)
         try:
             dlr = parse_dlr(message.data)
         except InvalidDlr as exc:

@@ -24,9 +24,13 @@ def _format(moment: dt.datetime) -> str:
 
 def synthetic_dlrs(
     *, seed: int, start: dt.datetime, count: int | None = None, spacing_ms: int = 20,
-    operators: tuple[str, ...] = OPERATORS,
+    operators: tuple[str, ...] = OPERATORS, id_prefix: str | None = None,
 ) -> Iterator[dict]:
-    """DLR v1 documents; `count=None` generates forever. `done_at` advances by `spacing_ms`."""
+    """DLR v1 documents; `count=None` generates forever. `done_at` advances by `spacing_ms`.
+
+    Ids are `<id_prefix>-<n>` (default prefix `dlr-<seed>`): dlr_ids are globally unique upstream,
+    so runs that share a database must not share a prefix."""
+    prefix = id_prefix or f"dlr-{seed}"
     rng = random.Random(seed)
     statuses = [status for status, weight in STATUS_WEIGHTS for _ in range(weight)]
     n = 0
@@ -36,8 +40,8 @@ def synthetic_dlrs(
         submitted = done - dt.timedelta(milliseconds=rng.randrange(500, 60_000))
         yield {
             "schema_version": 1,
-            "dlr_id": f"dlr-{seed}-{n:012d}",
-            "message_id": f"msg-{seed}-{n:012d}",
+            "dlr_id": f"{prefix}-{n:012d}",
+            "message_id": f"msg-{prefix}-{n:012d}",
             "tenant_id": rng.choice(TENANTS),
             "operator_id": rng.choice(operators),
             "sender_id": rng.choice(SENDERS),

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import nats
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-DLR_STREAM = "DLR"
-DLR_SUBJECT_PREFIX = "dlr.v1"
 # Redeliveries with the same Nats-Msg-Id (= dlr_id) inside this window are dropped by the server;
 # older ones are caught by the ingest agent's dedup.
 DUPLICATE_WINDOW_S = 120.0
 
 
-def dlr_subject(operator_id: str) -> str:
-    return f"{DLR_SUBJECT_PREFIX}.{operator_id}"
+@dataclasses.dataclass(frozen=True)
+class DlrInbox:
+    """Where upstream publishes: stream `stream`, subjects `<subject_root>.<operator_id>`."""
+
+    stream: str = "DLR"
+    subject_root: str = "dlr.v1"
+
+    def subject(self, operator_id: str) -> str:
+        return f"{self.subject_root}.{operator_id}"
+
+    @property
+    def wildcard(self) -> str:
+        return f"{self.subject_root}.>"
 
 
-def dlr_stream_config(max_age_s: float = 7 * 24 * 3600.0) -> StreamConfig:
+def dlr_stream_config(inbox: DlrInbox, max_age_s: float = 7 * 24 * 3600.0) -> StreamConfig:
     return StreamConfig(
-        name=DLR_STREAM,
-        subjects=[f"{DLR_SUBJECT_PREFIX}.>"],
+        name=inbox.stream,
+        subjects=[inbox.wildcard],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -33,9 +44,9 @@ async def connect(url: str, *, name: str):
     return await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=-1)
 
 
-async def ensure_dlr_stream(js) -> None:
+async def ensure_dlr_stream(js, inbox: DlrInbox) -> None:
     """Create the DLR stream if absent (its subjects and limits are part of the upstream contract)."""
     try:
-        await js.stream_info(DLR_STREAM)
+        await js.stream_info(inbox.stream)
     except NotFoundError:
-        await js.add_stream(dlr_stream_config())
+        await js.add_stream(dlr_stream_config(inbox))

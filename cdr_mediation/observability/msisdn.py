@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import re
 
-# An MSISDN-like run of digits: optional '+', 8–15 digits, not part of a longer digit run.
-MSISDN_PATTERN = re.compile(r"(?<![\d+])\+?\d{8,15}(?!\d)")
+# An MSISDN-like token: optional '+', 8–15 digits, not part of a longer word — so digit runs
+# inside hashes, UUIDs or identifiers (hex "…cba1234567890ab…") are left intact.
+MSISDN_PATTERN = re.compile(r"(?<![\w+])\+?\d{8,15}(?!\w)")
 REFERENCE_PREFIX = "msisdn:"
 
 

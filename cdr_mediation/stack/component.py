@@ -6,7 +6,7 @@ import abc
 import shutil
 
 from cdr_mediation.stack.layout import Health, StateDir
-from cdr_mediation.stack.process import Daemon, StackError
+from cdr_mediation.stack.process import Daemon, StackError, free_port, port_open
 
 
 class Component(abc.ABC):
@@ -34,6 +34,17 @@ class Component(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> None:
         """Stop every process of the component; data stays for the next start."""
+
+    def port(self, key: str = "port") -> int:
+        """The port recorded for this component if it is free again, else a new free one.
+
+        A restarted server keeps its address, so clients configured from `stack env` (and a
+        worker riding out a database restart) reconnect without being reconfigured.
+        """
+        recorded = self.config.get(key)
+        if recorded and not port_open(recorded):
+            return recorded
+        return free_port()
 
     def daemon(self, marker: str) -> Daemon:
         return Daemon(

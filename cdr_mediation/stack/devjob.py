@@ -47,7 +47,8 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
                                                 "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
         "bridge": _spawn("bridge", ["bridge"], {**base_env, "CDR_METRICS_PORT": str(ports["bridge_metrics"])}),
-        "generator": _spawn("generator", ["generate", "--rate", str(rate)],
+        # A new seed per run: the same seed would republish the same dlr_ids with new times.
+        "generator": _spawn("generator", ["generate", "--rate", str(rate), "--seed", str(time.time_ns())],
                             {**base_env, "CDR_METRICS_PORT": str(ports["generator_metrics"])}),
     }
     stopping = threading.Event()

@@ -15,7 +15,7 @@ import time
 from prometheus_client import Counter
 
 from cdr_mediation.domain.synthetic import synthetic_dlrs
-from cdr_mediation.infra.nats import connect, dlr_subject, ensure_dlr_stream
+from cdr_mediation.infra.nats import DlrInbox, connect, ensure_dlr_stream
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +23,20 @@ PUBLISHED = Counter("cdr_generator_dlrs_published_total", "Synthetic DLRs acknow
 
 
 async def publish_dlrs(
-    nats_url: str, *, seed: int, start: dt.datetime, count: int | None, rate_per_s: float,
+    nats_url: str, *, inbox: DlrInbox, seed: int, start: dt.datetime, count: int | None, rate_per_s: float,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Publish until `count` is reached or `stop` is set; returns how many JetStream acked."""
     nc = await connect(nats_url, name="cdrmed-generate")
     js = nc.jetstream()
-    await ensure_dlr_stream(js)
+    await ensure_dlr_stream(js, inbox)
     sent = 0
     began = time.monotonic()
     try:
         for dlr in synthetic_dlrs(seed=seed, start=start, count=count):
             if stop is not None and stop.is_set():
                 break
-            await js.publish(dlr_subject(dlr["operator_id"]), json.dumps(dlr).encode(),
+            await js.publish(inbox.subject(dlr["operator_id"]), json.dumps(dlr).encode(),
                              headers={"Nats-Msg-Id": dlr["dlr_id"]})
             sent += 1
             PUBLISHED.inc()

@@ -10,7 +10,7 @@ import asyncio
 
 from cdr_mediation.stack.component import Component
 from cdr_mediation.stack.layout import Health
-from cdr_mediation.stack.process import StackError, free_port, wait_until
+from cdr_mediation.stack.process import StackError, wait_until
 
 
 def tansu_binary() -> str:
@@ -42,7 +42,7 @@ class Kafka(Component):
         if self.health().healthy:
             return
         binary = tansu_binary()
-        port = free_port()
+        port = self.port()
         listener = f"tcp://127.0.0.1:{port}"
         daemon = self.daemon(marker="tansu")
         daemon.stop()

@@ -6,7 +6,7 @@ import urllib.request
 
 from cdr_mediation.stack.component import Component, require_binary
 from cdr_mediation.stack.layout import Health
-from cdr_mediation.stack.process import StackError, free_port, wait_until
+from cdr_mediation.stack.process import StackError, wait_until
 
 
 class Nats(Component):
@@ -16,7 +16,7 @@ class Nats(Component):
         if self.health().healthy:
             return
         binary = require_binary("nats-server", package="nats-server")
-        port, monitor_port = free_port(), free_port()
+        port, monitor_port = self.port(), self.port("monitor_port")
         store = self.dir / "jetstream"
         store.mkdir(exist_ok=True)
         daemon = self.daemon(marker="nats-server")

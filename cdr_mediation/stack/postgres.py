@@ -20,7 +20,7 @@ from pathlib import Path
 from cdr_mediation.infra.postgres.migrate import apply_migrations
 from cdr_mediation.stack.component import Component
 from cdr_mediation.stack.layout import Health
-from cdr_mediation.stack.process import StackError, free_port, wait_until
+from cdr_mediation.stack.process import StackError, wait_until
 
 DATABASE = "cdr"
 OWNER_ROLE = "cdr_owner"
@@ -94,7 +94,7 @@ class Postgres(Component):
             )
             if result.returncode != 0:
                 raise StackError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
-        port = free_port()
+        port = self.port()
         daemon = self.daemon(marker=str(data))
         daemon.stop(first_signal=signal.SIGINT)
         daemon.start(

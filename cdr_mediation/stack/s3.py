@@ -10,7 +10,7 @@ import sys
 
 from cdr_mediation.stack.component import Component
 from cdr_mediation.stack.layout import Health
-from cdr_mediation.stack.process import StackError, free_port, wait_until
+from cdr_mediation.stack.process import StackError, wait_until
 
 BUCKET = "cdr-archive"
 REGION = "us-east-1"
@@ -39,7 +39,7 @@ class S3(Component):
             import moto.server  # noqa: F401
         except ImportError as exc:
             raise StackError("PyPI package 'moto[server]' is not installed; run scripts/bootstrap") from exc
-        port = free_port()
+        port = self.port()
         endpoint = f"http://127.0.0.1:{port}"
         daemon = self.daemon(marker="moto.server")
         daemon.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cdr_mediation.stack.component import Component, require_binary
 from cdr_mediation.stack.layout import Health
-from cdr_mediation.stack.process import StackError, free_port, wait_until
+from cdr_mediation.stack.process import StackError, wait_until
 
 
 def _ensure_key(path: Path) -> None:
@@ -52,7 +52,7 @@ class Sftp(Component):
         (paths["dropbox"] / "outbox").mkdir(exist_ok=True)
         paths["authorized_keys"].write_text(Path(str(paths["client_key"]) + ".pub").read_text())
         os.chmod(paths["authorized_keys"], 0o600)
-        port = free_port()
+        port = self.port()
         host_public = Path(str(paths["host_key"]) + ".pub").read_text().split()
         paths["known_hosts"].write_text(f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n")
         user = getpass.getuser()

@@ -18,14 +18,11 @@ import faust
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology import transport
 
-APP_ID = "cdr-mediation"
-
-
-def create_app(settings: Settings, *, app_id: str = APP_ID, web_port: int | None = None) -> faust.App:
+def create_app(settings: Settings, *, app_id: str | None = None, web_port: int | None = None) -> faust.App:
     transport.register()
     session_timeout = settings.session_timeout_s
     return faust.App(
-        app_id,
+        app_id or settings.app_id,
         broker=f"{transport.SCHEME}://{settings.kafka_bootstrap}",
         store="rocksdb://",
         datadir=str(settings.data_dir),
@@ -42,7 +39,7 @@ def create_app(settings: Settings, *, app_id: str = APP_ID, web_port: int | None
         producer_acks=-1,
         # Batches changelog and output records (throughput, DESIGN.md §10). Multi-record batches
         # are also what trips Tansu's ListOffsets; the transport above is what makes that safe.
-        producer_linger=0.02,
+        producer_linger=0.005,
         # One standby per table partition: a worker taking over after a kill starts warm.
         table_standby_replicas=1,
         web_enabled=True,

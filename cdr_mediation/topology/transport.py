@@ -61,7 +61,19 @@ async def fetch_highwaters(
         await probe.stop()
 
 
+# Faust hard-codes a 1.5 s fetch long-poll. Tansu serves the requests of one connection in order,
+# so a long-poll on partitions without data also delays the fetches, commits and heartbeats
+# queued behind it; a short poll keeps a batch pipeline moving. On Apache Kafka it only means
+# more, cheaper fetch requests while idle.
+FETCH_MAX_WAIT_MS = 100
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        return consumer
+
     async def _highwaters(self, partitions: List[TP]) -> Mapping[TP, int]:
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction:

@@ -28,11 +28,12 @@ def cdr_row(cdr: Cdr, record_hash: str) -> tuple:
     return tuple(parse_utc(entry[c]) if c in _TIMESTAMPS else entry[c] for c in ENTRY_COLUMNS) + (record_hash,)
 
 
-def row_to_entry(row) -> tuple[Cdr, str]:
-    """A stored row back to its chain entry, byte-exact (timestamps in the chain's format)."""
+def row_to_mapping(row) -> dict:
+    """A stored row as the chain verifier reads it: the entry exactly as stored (timestamps in the
+    chain's format) plus `record_hash`. No validation: a tampered row must reach the verifier."""
     values = {c: (format_utc(row[c]) if c in _TIMESTAMPS else row[c]) for c in ENTRY_COLUMNS}
-    values["currency"] = values["currency"].strip()
-    return Cdr.from_entry(values), row["record_hash"].strip()
+    values["record_hash"] = row["record_hash"]
+    return values
 
 
 async def append_cdrs(conn, batch: Sequence[tuple[Cdr, str]]) -> int:
@@ -65,7 +66,7 @@ async def append_cdrs(conn, batch: Sequence[tuple[Cdr, str]]) -> int:
     return int(status.rsplit(" ", 1)[1])
 
 
-async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 10_000) -> AsyncIterator[tuple[Cdr, str]]:
+async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 10_000) -> AsyncIterator[dict]:
     """An operator's stored chain in chain_seq order, paged (bounded memory for long chains)."""
     next_seq = from_seq
     while True:
@@ -75,7 +76,7 @@ async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 1
             operator_id, next_seq, page,
         )
         for row in rows:
-            yield row_to_entry(row)
+            yield row_to_mapping(row)
         if len(rows) < page:
             return
         next_seq = rows[-1]["chain_seq"] + 1
@@ -83,3 +84,13 @@ async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 1
 
 async def operators(conn) -> list[str]:
     return [r["operator_id"] for r in await conn.fetch("SELECT DISTINCT operator_id FROM cdr ORDER BY 1")]
+
+
+async def stored_heads(conn, operator_ids: list[str] | None = None) -> dict[str, tuple[int, str]]:
+    """operator_id → (highest chain_seq, its record_hash) as stored."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (operator_id) operator_id, chain_seq, record_hash FROM cdr "
+        "WHERE $1::text[] IS NULL OR operator_id = ANY($1::text[]) ORDER BY operator_id, chain_seq DESC",
+        operator_ids,
+    )
+    return {r["operator_id"]: (r["chain_seq"], r["record_hash"]) for r in rows}
