@@ -11,9 +11,10 @@ import hashlib
 import hmac
 import re
 
-# An MSISDN-like token: optional '+', 8–15 digits, not part of a longer word — so digit runs
+# An MSISDN-like token: optional "+", 8–15 digits, not part of a longer word or id — so digit runs
 # inside hashes, UUIDs or identifiers (hex "…cba1234567890ab…") are left intact.
-MSISDN_PATTERN = re.compile(r"(?<![\w+])\+?\d{8,15}(?!\w)")
+# Decimal fractions ("runtime=4.884623619") are not numbers either: no digit-dot before or after.
+MSISDN_PATTERN = re.compile(r"(?<![\w+-])(?<!\d\.)\+?\d{8,15}(?!\w)(?!\.\d)")
 REFERENCE_PREFIX = "msisdn:"
 
 

@@ -37,6 +37,23 @@ def test_redact_replaces_msisdns_in_free_text(text):
     assert "msisdn:" in redacted
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hash 5fc0ca8bc068a7fc07c05a4ba0e81e2597607cba3739ca327d42e54bec1ea4e64",
+        "cdr 9bf4e281-a7a6-5afc-a3de-d295fb1fe781 dlr-1-000000000042",
+        "Timer commit is overlapping (interval=2.8 runtime=4.884623619)",
+        "lag 1732240000.123456789 s",
+    ],
+)
+def test_redact_leaves_hashes_ids_and_fractions_intact(text):
+    assert MsisdnHasher(KEY).redact(text) == text
+
+
+def test_redact_still_catches_a_number_at_the_end_of_a_sentence():
+    assert "447700900123" not in MsisdnHasher(KEY).redact("call +447700900123.")
+
+
 def test_redact_leaves_short_numbers_alone():
     assert MsisdnHasher(KEY).redact("partition 7 offset 1234567 seq 42") == "partition 7 offset 1234567 seq 42"
 
