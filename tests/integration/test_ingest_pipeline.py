@@ -23,6 +23,7 @@ from tests.integration.support.observe import (
     stored_cdr_ids,
     wait_stored,
 )
+from tests.integration.support.traffic import publish_steadily
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
@@ -155,7 +156,7 @@ async def test_bridge_killed_mid_stream_loses_nothing_and_doubles_nothing(pipeli
     run.start("worker", "worker")
     traffic = _traffic(run, 8000, seed=3)
     documents = [json.dumps(d).encode() for d in traffic]
-    publisher = asyncio.create_task(_publish_steadily(run, documents, [d["dlr_id"] for d in traffic], per_s=2000))
+    publisher = asyncio.create_task(publish_steadily(run, documents, [d["dlr_id"] for d in traffic], per_s=2000))
     await wait_stored(run, 1000, timeout=180, what="before the kill")
     run.expect_exits = True
     run.kill("bridge")  # SIGKILL: whatever it fetched and did not ack is redelivered after 2 s
@@ -169,13 +170,3 @@ async def test_bridge_killed_mid_stream_loses_nothing_and_doubles_nothing(pipeli
     assert set(stored) == expected_cdr_ids(run, documents)
     await assert_chains_exact(run)
 
-
-async def _publish_steadily(run: LocalPipeline, documents: list[bytes], ids: list[str], *, per_s: int) -> None:
-    chunk = max(1, per_s // 10)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    for n in range(0, len(documents), chunk):
-        await run.publish(documents[n:n + chunk], msg_ids=ids[n:n + chunk])
-        ahead = (n + chunk) / per_s - (loop.time() - began)
-        if ahead > 0:
-            await asyncio.sleep(ahead)

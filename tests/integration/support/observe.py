@@ -82,7 +82,30 @@ async def wait_stored(pipeline: LocalPipeline, count: int, *, timeout: float, wh
         if dead and not getattr(pipeline, "expect_exits", False):
             raise AssertionError(f"{what}: processes exited {dead}; see {pipeline.work_dir}")
         await asyncio.sleep(0.25)
-    raise AssertionError(f"{what}: {stored} of {count} after {timeout}s; logs in {pipeline.work_dir}")
+    report = await pipeline_report(pipeline)
+    raise AssertionError(f"{what}: {stored} of {count} after {timeout}s; logs in {pipeline.work_dir}\n{report}")
+
+
+async def pipeline_report(pipeline: LocalPipeline) -> str:
+    """Where a stalled pipeline stands: per topic partition, the log end and the group's commit."""
+    bootstrap = pipeline.env["CDR_KAFKA_BOOTSTRAP"]
+    lines = []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=pipeline.env["CDR_APP_ID"],
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        for name in ("dlr.v1", "cdr.v1"):
+            topic = pipeline.topic(name)
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            listed = await consumer.end_offsets(tps) if tps else {}
+            ends = await fetch_highwaters([bootstrap], {TP(tp.topic, tp.partition): listed[tp] for tp in tps})
+            for tp in tps:
+                lines.append(f"{topic}[{tp.partition}] end={ends[TP(tp.topic, tp.partition)]} "
+                             f"committed={await consumer.committed(tp)}")
+    finally:
+        await consumer.stop()
+    return "\n".join(lines)
 
 
 async def assert_chains_exact(pipeline: LocalPipeline) -> dict:
