@@ -34,8 +34,12 @@ def length(size: int) -> bytes:
 
 
 def integer(value: int) -> bytes:
-    """Content octets of an INTEGER: minimal two's complement (X.690 8.3.2)."""
-    return value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
+    """Content octets of an INTEGER: minimal two's complement (X.690 8.3.2).
+
+    The magnitude bits of a negative value are those of its complement (-128 is one octet,
+    0x80, not 0xff80)."""
+    magnitude = value if value >= 0 else ~value
+    return value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
 
 
 def tlv(identifier: bytes, content: bytes) -> bytes:

@@ -110,6 +110,11 @@ _tool = asn1tools.compile_string(
 )
 
 
+@pytest.mark.parametrize("value", [0, 1, -1, 127, 128, -128, -129, 255, 256, -256, -257, 32767, -32768, -32769])
+def test_integer_encoding_at_octet_boundaries(value: int):
+    assert ber.tag(397, constructed=False) + ber.length(len(ber.integer(value))) + ber.integer(value) == _tool.encode("I", value)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(-(1 << 70), 1 << 70))
 def test_integer_encoding_matches_asn1tools(value: int):
