@@ -7,6 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI replays the same examples every run (a failure there blocks a landing and must be
+# reproducible); developers' runs keep exploring new examples, which is how bugs are found.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("CDR_SHARED_DIR", REPO_ROOT.parent / "shared"))
