@@ -17,8 +17,8 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from cdr_mediation.agents.ingest import raw_topic
-from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_batch
-from cdr_mediation.infra.postgres.cdr_store import ChainFork, append_cdrs
+from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_entries
+from cdr_mediation.infra.postgres.cdr_store import ChainFork, append_entries
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import CDR
 
@@ -42,18 +42,28 @@ class StoreReadiness:
 def register(app: faust.App, settings: Settings, readiness: StoreReadiness) -> None:
     cdr_topic = raw_topic(app, CDR.named(settings.topic_prefix).name)
     dsn = settings.pg_dsn.get_secret_value()
-    pool: dict[str, asyncpg.Pool] = {}
+    held: dict[str, asyncpg.Connection] = {}
 
-    async def connection_pool() -> asyncpg.Pool:
-        if "pool" not in pool:
-            pool["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=4, timeout=5, command_timeout=60)
-        return pool["pool"]
+    async def connection() -> asyncpg.Connection:
+        """One connection for the agent (it commits one batch at a time). Kept across batches:
+        a pool's acquire/release would add a reset round trip to every batch."""
+        conn = held.get("conn")
+        if conn is None or conn.is_closed():
+            conn = held["conn"] = await asyncpg.connect(dsn, timeout=5, command_timeout=60)
+        return conn
+
+    def discard_connection() -> None:
+        """After a failure the connection's state is unknown: the retry starts on a new one."""
+        conn = held.pop("conn", None)
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
 
     @app.agent(cdr_topic, name="store")
     async def store(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                batch = decode_cdr_batch(event.value)
+                # Entries go to columns as decoded: no `Cdr` objects on this path.
+                batch = decode_cdr_entries(event.value)
             except UndecodableRecord as exc:
                 # Only the ingest agent writes this topic; an undecodable record is a bug upstream.
                 log.error("undecodable CDR record skipped", extra={"error": str(exc), "offset": event.message.offset})
@@ -61,8 +71,7 @@ def register(app: faust.App, settings: Settings, readiness: StoreReadiness) -> N
             delay = 0.2
             while True:
                 try:
-                    async with (await connection_pool()).acquire() as conn:
-                        new_rows = await append_cdrs(conn, batch)
+                    new_rows = await append_entries(await connection(), batch)
                     break
                 except ChainFork as fork:
                     FORKS.inc()
@@ -72,6 +81,7 @@ def register(app: faust.App, settings: Settings, readiness: StoreReadiness) -> N
                 except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
                     RETRIES.inc()
                     DB_UP.set(0)
+                    discard_connection()
                     readiness.database_ok, readiness.detail = False, f"postgres: {type(exc).__name__}: {exc}"
                     log.warning("postgres commit failed; retrying the same batch",
                                 extra={"error": repr(exc), "retry_in_s": delay})

@@ -15,10 +15,21 @@ from collections.abc import Sequence
 
 import orjson
 
-from cdr_mediation.domain.cdr import Cdr
+from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType
 
 DLR_BATCH_FORMAT = "dlr-batch.v1"
 CDR_BATCH_FORMAT = "cdr-batch.v1"
+# One cdr-batch record stays well below Kafka's default 1 MB request/message limit: a bridge
+# batch of 1,000 DLRs can become ~1 MB of entries with long ids.
+MAX_CDR_RECORD_BYTES = 512 * 1024
+
+_ENTRY_KEYS = frozenset(field.name for field in dataclasses.fields(Cdr))
+# Members `Cdr.from_entry` lets default to null (the adjustment references).
+_OPTIONAL_ENTRY_KEYS = frozenset(field.name for field in dataclasses.fields(Cdr)
+                                 if field.default is not dataclasses.MISSING)
+_REQUIRED_ENTRY_KEYS = _ENTRY_KEYS - _OPTIONAL_ENTRY_KEYS
+_RECORD_TYPES = frozenset(kind.value for kind in RecordType)
+_STATUSES = frozenset(status.value for status in DlrStatus)
 
 
 class UndecodableRecord(ValueError):
@@ -47,12 +58,57 @@ def encode_cdr_batch(entries: Sequence[tuple[Cdr, str]]) -> bytes:
     })
 
 
+def encode_cdr_records(entries: Sequence[tuple[dict, str]], max_bytes: int = MAX_CDR_RECORD_BYTES) -> list[bytes]:
+    """(entry, record_hash) pairs — entries as `Cdr.to_entry()` gives them — as cdr-batch
+    records in order, each at most `max_bytes` (unless one entry alone is larger). Batch
+    boundaries carry no meaning downstream."""
+    value = orjson.dumps({
+        "format": CDR_BATCH_FORMAT,
+        "entries": [{"entry": entry, "record_hash": record_hash} for entry, record_hash in entries],
+    })
+    if len(value) <= max_bytes or len(entries) < 2:
+        return [value]
+    half = len(entries) // 2
+    return encode_cdr_records(entries[:half], max_bytes) + encode_cdr_records(entries[half:], max_bytes)
+
+
 def decode_cdr_batch(value: bytes) -> list[tuple[Cdr, str]]:
     try:
         document = orjson.loads(value)
         if document.get("format") != CDR_BATCH_FORMAT:
             raise UndecodableRecord(f"format {document.get('format')!r}, expected {CDR_BATCH_FORMAT!r}")
         return [(Cdr.from_entry(item["entry"]), item["record_hash"]) for item in document["entries"]]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, UndecodableRecord):
+            raise
+        raise UndecodableRecord(f"not a {CDR_BATCH_FORMAT} record: {exc}") from exc
+
+
+def decode_cdr_entries(value: bytes) -> list[tuple[dict, str]]:
+    """The (entry, record_hash) pairs of a cdr-batch record, entries as the JSON objects they are.
+
+    Accepts and refuses exactly the records `decode_cdr_batch` does — same member names (the
+    adjustment references may be absent), a known `record_type` and `status` — without building
+    `Cdr` objects, which the store would only take apart again into columns.
+    """
+    try:
+        document = orjson.loads(value)
+        if document.get("format") != CDR_BATCH_FORMAT:
+            raise UndecodableRecord(f"format {document.get('format')!r}, expected {CDR_BATCH_FORMAT!r}")
+        pairs = []
+        for item in document["entries"]:
+            entry = item["entry"]
+            if type(entry) is not dict:
+                raise TypeError("entry is not a JSON object")
+            keys = entry.keys()
+            if keys != _ENTRY_KEYS and not _REQUIRED_ENTRY_KEYS <= keys <= _ENTRY_KEYS:
+                raise TypeError(f"entry members differ from a CDR's: {sorted(keys ^ _ENTRY_KEYS)[:5]}")
+            if entry["record_type"] not in _RECORD_TYPES:
+                raise ValueError(f"{entry['record_type']!r} is not a valid RecordType")
+            if entry["status"] not in _STATUSES:
+                raise ValueError(f"{entry['status']!r} is not a valid DlrStatus")
+            pairs.append((entry, item["record_hash"]))
+        return pairs
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, UndecodableRecord):
             raise

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import operator
 from typing import Any
 
 GENESIS_PREV_HASH = "0" * 64
+_UTC = dt.timezone.utc
 
 
 class DlrStatus(str, enum.Enum):
@@ -40,15 +42,32 @@ def format_utc(moment: dt.datetime) -> str:
     ``2026-11-22T10:15:00.123Z``: UTC, millisecond precision (truncated, never rounded, so a
     value read back from PostgreSQL's microsecond column renders identically).
     """
+    if type(moment) is dt.datetime and moment.tzinfo is _UTC:
+        # The hot path (parsed DLRs and stored rows are plain UTC datetimes). Each DLR's two
+        # instants are rendered twice (fingerprint, then projection), hence the memo; equal UTC
+        # datetimes are the same instant, so they render identically.
+        text = _UTC_TEXT.get(moment)
+        if text is None:
+            # isoformat zero-pads the year to 4 digits (glibc's strftime %Y does not below
+            # 1000), truncates to milliseconds and ends a UTC time in "+00:00"; one C call.
+            text = moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+            if len(_UTC_TEXT) >= _UTC_TEXT_LIMIT:
+                _UTC_TEXT.clear()
+            _UTC_TEXT[moment] = text
+        return text
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware")
-    utc = moment.astimezone(dt.timezone.utc)
-    # Explicit zero-padded fields rather than strftime: glibc's %Y does not pad years < 1000,
-    # and this runs twice per CDR on the hot path (strftime is several times slower).
+    utc = moment.astimezone(_UTC)
+    # Explicit zero-padded fields rather than strftime: glibc's %Y does not pad years < 1000.
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
         f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
     )
+
+
+# format_utc's memo of recent UTC instants (bounded: cleared when full).
+_UTC_TEXT: dict[dt.datetime, str] = {}
+_UTC_TEXT_LIMIT = 4096
 
 
 def parse_utc(text: str) -> dt.datetime:
@@ -102,10 +121,20 @@ class Cdr:
         as `dataclasses.asdict` (which deep-copies recursively and is ~10x slower on this path).
         Key order is irrelevant to the hash: RFC 8785 sorts keys.
         """
-        entry = {name: getattr(self, name) for name in _CDR_FIELDS}
+        entry = dict(zip(_CDR_FIELDS, _cdr_values(self)))
         entry["record_type"] = self.record_type.value
         entry["status"] = self.status.value
         return entry
+
+    def with_chain_position(self, chain_seq: int, prev_hash: str) -> "Cdr":
+        """This entry with `chain_seq` and `prev_hash` replaced (what `chain.link` needs).
+
+        Same result as `dataclasses.replace`, which re-derives the field list and the keyword
+        arguments on every call and costs twice a plain construction on this hot path."""
+        values = list(_cdr_values(self))
+        values[_CHAIN_SEQ_INDEX] = chain_seq
+        values[_PREV_HASH_INDEX] = prev_hash
+        return Cdr(*values)
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> "Cdr":
@@ -116,3 +145,7 @@ class Cdr:
 
 
 _CDR_FIELDS = tuple(field.name for field in dataclasses.fields(Cdr))
+# All field values as one tuple in field order, read in C (one call instead of 25 getattr).
+_cdr_values = operator.attrgetter(*_CDR_FIELDS)
+_CHAIN_SEQ_INDEX = _CDR_FIELDS.index("chain_seq")
+_PREV_HASH_INDEX = _CDR_FIELDS.index("prev_hash")

@@ -71,8 +71,24 @@ def link(head: ChainHead, unlinked: Cdr) -> tuple[Cdr, str]:
         )
     if unlinked.chain_seq != UNLINKED_SEQ or unlinked.prev_hash != UNLINKED_PREV_HASH:
         raise ValueError("entry is already linked")
-    linked = dataclasses.replace(unlinked, chain_seq=head.chain_seq + 1, prev_hash=head.head_hash)
-    return linked, record_hash(linked)
+    linked = unlinked.with_chain_position(*next_position(head))
+    return linked, entry_hash(linked)
+
+
+def next_position(head: ChainHead) -> tuple[int, str]:
+    """(chain_seq, prev_hash) of the entry that follows `head` — the one rule `link` applies."""
+    return head.chain_seq + 1, head.head_hash
+
+
+def entry_hash(cdr: Cdr) -> str:
+    """`record_hash` of a `Cdr` (its entry is JCS-safe by construction)."""
+    return hashlib.sha256(canonical_bytes(cdr.to_entry())).hexdigest()
+
+
+def entry_and_hash(cdr: Cdr) -> tuple[dict[str, Any], str]:
+    """`cdr.to_entry()` and its `record_hash` (the entry is what the CDR record carries too)."""
+    entry = cdr.to_entry()
+    return entry, hashlib.sha256(canonical_bytes(entry)).hexdigest()
 
 
 class BreakKind(str, enum.Enum):

@@ -137,16 +137,23 @@ def tax_minor(amount_minor: int, tax_rate_bp: int) -> int:
 
 
 def charge(rate: Rate, status: DlrStatus, segments: int) -> Charge:
-    billable = is_billable(status)
-    amount = rate.unit_price_minor * segments if billable else 0
+    billable, amount, tax = amounts(rate, status, segments)
     return Charge(
         billable=billable,
         unit_price_minor=rate.unit_price_minor,
         amount_minor=amount,
-        tax_minor=tax_minor(amount, rate.tax_rate_bp),
+        tax_minor=tax,
         currency=rate.currency,
         pricing_version=rate.rate_id,
     )
+
+
+def amounts(rate: Rate, status: DlrStatus, segments: int) -> tuple[bool, int, int]:
+    """(billable, amount_minor, tax_minor) of `charge`, without building a `Charge` (the
+    projection reads the other fields from the rate itself; one object less per DLR)."""
+    billable = status in BILLABLE_STATUSES
+    amount = rate.unit_price_minor * segments if billable else 0
+    return billable, amount, tax_minor(amount, rate.tax_rate_bp)
 
 
 class PricingSnapshot:
