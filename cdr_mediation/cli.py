@@ -166,6 +166,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if results and all(r.ok for r in results) else 1
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from cdr_mediation.agents.reconcile import reconcile_day
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("reconcile", worker=False, metrics=False)
+
+    async def reconcile():
+        conn = await asyncpg.connect(process.settings.pg_dsn.get_secret_value())
+        try:
+            return await reconcile_day(conn, args.day, args.operator)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(reconcile())
+    for difference in report.differences:
+        print(json.dumps(difference.to_dict()))
+    print(json.dumps(report.summary()))
+    return 0 if report.ok else 1
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -224,8 +246,10 @@ def cmd_bench_codec(args: argparse.Namespace) -> int:
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
     from cdr_mediation.stack.bench_ingest import run_ingest_bench
 
+    split = 0 if args.workers else 1  # default layout: one ingest and one store worker process
     result = asyncio.run(run_ingest_bench(Path(args.state_dir), args.dlrs, workers=args.workers,
-                                          partitions=args.partitions))
+                                          ingest_workers=split, store_workers=split,
+                                          partitions=args.partitions, rate=args.rate))
     print(json.dumps(result))
     return 0
 
@@ -264,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
     verify.set_defaults(func=cmd_verify)
 
+    reconcile = sub.add_parser("reconcile", help="recompute a day's closed rollups from the stored CDRs, report differences")
+    reconcile.add_argument("--day", required=True, type=dt.date.fromisoformat, help="UTC day, YYYY-MM-DD")
+    reconcile.add_argument("--operator", default=None, help="operator id (default: every operator active that day)")
+    reconcile.set_defaults(func=cmd_reconcile)
+
     replay = sub.add_parser("replay", help="rebuild chain heads from the DLR topic into fresh state")
     replay.add_argument("--compare", action="store_true", help="compare with the heads stored in PostgreSQL")
     replay.add_argument("--work-dir", default=None, help="fresh state directory (default <data dir>/replay)")
@@ -280,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     codec.set_defaults(func=cmd_bench_codec)
     ingest = with_state_dir(bench.add_parser("ingest", help="NATS → PostgreSQL through the whole ingest pipeline"))
     ingest.add_argument("--dlrs", type=int, default=200_000)
-    ingest.add_argument("--workers", type=int, default=1)
+    ingest.add_argument("--workers", type=int, default=0,
+                        help="N worker processes running both agents (default: one ingest + one store worker)")
     ingest.add_argument("--partitions", type=int, default=4)
+    ingest.add_argument("--rate", type=float, default=None,
+                        help="offer DLRs at this rate per second (default: as fast as JetStream acks them)")
     ingest.set_defaults(func=cmd_bench_ingest)
     return parser
 

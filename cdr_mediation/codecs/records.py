@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import orjson
 
 from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType
+from cdr_mediation.domain.rollup import ClockTick, RollupClosed
 
 DLR_BATCH_FORMAT = "dlr-batch.v1"
 CDR_BATCH_FORMAT = "cdr-batch.v1"
@@ -37,7 +38,7 @@ class UndecodableRecord(ValueError):
 
 
 def encode_dlr_batch(raw_dlrs: Sequence[bytes]) -> bytes:
-    # Originals were validated as UTF-8 JSON before batching; they travel as JSON strings.
+    # The bridge forwards only UTF-8 payloads (domain/bridging.py); they travel as JSON strings.
     return orjson.dumps({"format": DLR_BATCH_FORMAT, "dlrs": [raw.decode("utf-8") for raw in raw_dlrs]})
 
 
@@ -140,3 +141,44 @@ class DeadLetterRecord:
         return cls(key=(key or b"unknown").decode(), original=value, reason=found.get("dlq-reason", ""),
                    detail=found.get("dlq-detail", ""), stage=found.get("dlq-stage", ""),
                    source=found.get("dlq-source", ""))
+
+
+# --- the other records of the CDR topic and the rollup topics -------------------------------------
+
+CLOCK_TICK_FORMAT = "clock-tick.v1"
+ROLLUP_CLOSED_FORMAT = "rollup-closed.v1"
+
+
+def encode_clock_tick(tick: ClockTick) -> bytes:
+    """A clock tick as a record of the CDR topic (keyed by its operator, like the CDRs it follows)."""
+    return orjson.dumps({"format": CLOCK_TICK_FORMAT, **tick.to_dict()})
+
+
+def decode_cdr_topic_record(value: bytes) -> list[tuple[dict, str]] | ClockTick:
+    """A record of the CDR topic: a cdr-batch (its (entry, record_hash) pairs) or a clock tick."""
+    if value.startswith(b'{"format":"clock-tick.v1"'):
+        try:
+            document = orjson.loads(value)
+            tick = ClockTick(operator_id=document["operator_id"], at=document["at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UndecodableRecord(f"not a {CLOCK_TICK_FORMAT} record: {exc}") from exc
+        if type(tick.operator_id) is not str or type(tick.at) is not str:
+            raise UndecodableRecord(f"not a {CLOCK_TICK_FORMAT} record: operator_id and at must be strings")
+        return tick
+    return decode_cdr_entries(value)
+
+
+def encode_rollup_closed(closed: RollupClosed) -> bytes:
+    return orjson.dumps({"format": ROLLUP_CLOSED_FORMAT, "closed": closed.to_dict()})
+
+
+def decode_rollup_closed(value: bytes) -> RollupClosed:
+    try:
+        document = orjson.loads(value)
+        if document.get("format") != ROLLUP_CLOSED_FORMAT:
+            raise UndecodableRecord(f"format {document.get('format')!r}, expected {ROLLUP_CLOSED_FORMAT!r}")
+        return RollupClosed.from_dict(document["closed"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, UndecodableRecord):
+            raise
+        raise UndecodableRecord(f"not a {ROLLUP_CLOSED_FORMAT} record: {exc}") from exc

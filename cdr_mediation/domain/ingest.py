@@ -75,7 +75,9 @@ NOTHING_APPLIED = -1
 class IngestReason(str, enum.Enum):
     """Dead-letter reasons added by the ingest step (besides `DlrReason` and `PricingReason`)."""
 
-    OPERATOR_MISMATCH = "operator_mismatch"
+    # The DLR names another operator than its batch record's key, which the bridge takes from
+    # the JetStream subject (`domain/bridging.py`).
+    OPERATOR_MISMATCH = "subject_operator_mismatch"
     DLR_ID_REUSED = "dlr_id_reused"
 
 
@@ -249,7 +251,7 @@ class BatchStep:
             if dlr.operator_id != operator_id:
                 self._reject(
                     index, raw, IngestReason.OPERATOR_MISMATCH.value,
-                    f"DLR of operator {dlr.operator_id!r} in a batch of {operator_id!r}",
+                    f"DLR of operator {dlr.operator_id!r} published on the subject of operator {operator_id!r}",
                 )
                 continue
 

@@ -268,7 +268,7 @@ class TestDeadLetters:
 
     def test_operator_mismatch(self, world: World) -> None:
         (letter,) = world.run(0, [dlr(1, operator_id="op-b")]).dead_letters
-        assert letter.reason_code == "operator_mismatch"
+        assert letter.reason_code == "subject_operator_mismatch"
 
     def test_unpriced_dlr_can_be_replayed_once_pricing_is_fixed(self, world: World) -> None:
         raw = dlr(1, operator_id="op-new")
