@@ -59,11 +59,12 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     from cdr_mediation.agents.worker import prepare_topics
     from cdr_mediation.runtime import start_process
     from cdr_mediation.tables.ingest import INGEST_TABLE
+    from cdr_mediation.tables.rollup import ROLLUP_TABLE
     from cdr_mediation.topology.topics import all_topics
 
     process = start_process("topics", worker=False, metrics=False)
     settings = process.settings
-    prepare_topics(settings, all_topics(settings.app_id, (INGEST_TABLE,), prefix=settings.topic_prefix))
+    prepare_topics(settings, all_topics(settings.app_id, (INGEST_TABLE, ROLLUP_TABLE), prefix=settings.topic_prefix))
     return 0
 
 
@@ -118,8 +119,8 @@ def cmd_portal(args: argparse.Namespace) -> int:
         "postgres": postgres_probe(settings.pg_dsn.get_secret_value()),
         "hsm": hsm_probe(lambda: HsmSigner(hsm)),
     }
-    web.run_app(create_portal(probes), host=settings.portal_host, port=settings.portal_port,
-                print=None, access_log=None)
+    portal = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls)
+    web.run_app(portal, host=settings.portal_host, port=settings.portal_port, print=None, access_log=None)
     return 0
 
 
@@ -164,6 +165,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for result in results:
         print(json.dumps(verification_report(result)))
     return 0 if results and all(r.ok for r in results) else 1
+
+
+def cmd_clock_tick(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.clock import publish_ticks, tick_time
+    from cdr_mediation.domain.rollup import ClockTick
+    from cdr_mediation.runtime import start_process
+    from cdr_mediation.topology.topics import CDR
+
+    process = start_process("clock", worker=False, metrics=False)
+    settings = process.settings
+    try:
+        at = tick_time(args.at, args.lag_s, dt.datetime.now(dt.timezone.utc))
+    except ValueError as exc:
+        print(f"cdrmed clock tick: {exc}", file=sys.stderr)
+        return 2
+    ticks = [ClockTick(operator_id, at) for operator_id in args.operator]
+    asyncio.run(publish_ticks(settings.kafka_bootstrap, CDR.named(settings.topic_prefix).name, ticks))
+    print(json.dumps({"ticks": [tick.to_dict() for tick in ticks]}))
+    return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -288,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
     verify.set_defaults(func=cmd_verify)
 
+    clock = sub.add_parser("clock", help="the explicit event-time clock of idle operators").add_subparsers(
+        dest="action", required=True)
+    tick = clock.add_parser("tick", help="advance operators' event-time clocks (closes their idle hours)")
+    tick.add_argument("--operator", action="append", required=True, help="operator id (repeatable)")
+    tick.add_argument("--at", default=None, help="the instant, ISO 8601 with offset (e.g. 2026-11-01T12:00:00Z)")
+    tick.add_argument("--lag-s", type=float, default=None, help="or: now minus this many seconds")
+    tick.set_defaults(func=cmd_clock_tick)
     reconcile = sub.add_parser("reconcile", help="recompute a day's closed rollups from the stored CDRs, report differences")
     reconcile.add_argument("--day", required=True, type=dt.date.fromisoformat, help="UTC day, YYYY-MM-DD")
     reconcile.add_argument("--operator", default=None, help="operator id (default: every operator active that day)")

@@ -42,8 +42,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
 
-    worker_agents: str = Field("ingest,store", pattern=r"^(ingest|store)(,(ingest|store))*$",
-                               description="which agents this worker runs (comma-separated)")
+    worker_agents: str = Field("ingest,store,rollup,rollup-store",
+                               pattern=r"^(ingest|store|rollup|rollup-store)(,(ingest|store|rollup|rollup-store))*$",
+                               description="which agents this worker runs (comma-separated); store and rollup "
+                                           "both read the CDR topic and must run in the same workers")
+    rollup_grace_s: int = Field(7200, ge=0, le=7 * 86400,
+                                description="how long after its end an hour stays open for late events (event time)")
     pricing_file: Path | None = Field(None, description="pricing snapshot (cdr-mediation.pricing.v1 JSON)")
 
     app_id: str = Field("cdr-mediation", pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$",
@@ -81,6 +85,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port, logged at start")
     portal_host: str = "127.0.0.1"
     portal_port: int = Field(8080, ge=0, le=65535)
+    worker_urls: str = Field("", pattern=r"^(https?://[^,\s]+(,https?://[^,\s]+)*)?$",
+                             description="comma-separated base URLs of the workers' web servers "
+                                         "(CDR_WORKER_WEB_PORT) the portal asks, in order, for open rollups")
 
     # Rollout / rollback flags (DESIGN.md §8).
     export_enabled: bool = True
@@ -160,3 +167,8 @@ def check_worker_startup(settings: Settings) -> None:
         )
     if "ingest" in settings.agents and settings.pricing_file is None:
         raise StartupRefused("the ingest agent needs a pricing snapshot: set CDR_PRICING_FILE")
+    if ("store" in settings.agents) != ("rollup" in settings.agents):
+        # Both consume the CDR topic in one consumer group: a worker running only one of them
+        # would be assigned CDR partitions the other agent then never sees.
+        raise StartupRefused("the store and rollup agents read the same topic and must run in the same workers: "
+                             "set CDR_WORKER_AGENTS to include both or neither")

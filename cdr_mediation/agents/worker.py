@@ -28,14 +28,16 @@ def prepare_topics(settings: Settings, specs: tuple[TopicSpec, ...]) -> None:
 
 def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ...]]:
     """The Faust app with the agents this worker runs (CDR_WORKER_AGENTS), and their tables."""
-    from cdr_mediation.agents import ingest, store
+    from cdr_mediation.agents import ingest, rollup, rollup_store, rollup_web, store
+    from cdr_mediation.agents.pg_sink import SinkReadiness
     from cdr_mediation.domain.pricing import load_snapshot
     from cdr_mediation.tables.ingest import INGEST_TABLE
+    from cdr_mediation.tables.rollup import ROLLUP_TABLE
     from cdr_mediation.topology.app import create_app
 
     app = create_app(settings)
     tables: list[TableSpec] = []
-    readiness = store.StoreReadiness()
+    readiness = SinkReadiness()
     if "ingest" in settings.agents:
         assert settings.pricing_file is not None  # check_worker_startup refused otherwise
         pricing = load_snapshot(settings.pricing_file.read_bytes())
@@ -44,6 +46,12 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ..
         tables.append(INGEST_TABLE)
     if "store" in settings.agents:
         store.register(app, settings, readiness)
+    if "rollup" in settings.agents:
+        rollup.register(app, settings)
+        rollup_web.register(app, settings)  # GET /rollups/open/{operator}, routed to the owner
+        tables.append(ROLLUP_TABLE)
+    if "rollup-store" in settings.agents:
+        rollup_store.register(app, settings, readiness)
 
     @app.page("/readyz")
     async def ready(web, request):

@@ -1,4 +1,5 @@
-"""The aiohttp portal: health, readiness and metrics now; the admin and regulator API later.
+"""The aiohttp portal: health, readiness, metrics and the rollup read path (`GET /v1/rollups`,
+rollups.py); the admin and regulator API later.
 
 `/healthz` answers while the event loop runs (liveness: restart me if this fails). `/readyz`
 asks Kafka, PostgreSQL and the HSM a real question each and answers 503 with the reasons when
@@ -7,10 +8,13 @@ any of them cannot serve (readiness: send me no traffic).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
+from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
 REQUESTS = Counter("cdr_portal_requests_total", "Portal HTTP requests", ["route", "status"])
 PROBES_KEY = web.AppKey("probes", dict)
@@ -46,10 +50,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_portal(probes: dict[str, Probe]) -> web.Application:
+def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
+                  worker_urls: str | Sequence[str] = ()) -> web.Application:
+    """The portal; `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed `GET /v1/rollups` (rollups.py)."""
     app = web.Application(middlewares=[count_requests], client_max_size=1024 * 1024)
     app[PROBES_KEY] = probes
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
     return app

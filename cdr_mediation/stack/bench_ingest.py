@@ -149,7 +149,7 @@ async def run_ingest_bench(state_dir: Path, dlrs: int, *, workers: int = 1, part
         for n in range(ingest_workers):
             groups[f"ingest-{n}"] = start(f"ingest-{n}", "worker", CDR_WORKER_AGENTS="ingest")
         for n in range(store_workers):
-            groups[f"store-{n}"] = start(f"store-{n}", "worker", CDR_WORKER_AGENTS="store")
+            groups[f"store-{n}"] = start(f"store-{n}", "worker", CDR_WORKER_AGENTS="store,rollup,rollup-store")
         # Warm-up: the group has formed and every stage has run once before the clock starts.
         warmup = [json.dumps(d).encode() for d in synthetic_dlrs(seed=0, start=START, count=200,
                                                                    operators=pipeline.operators,

@@ -73,6 +73,8 @@ class Postgres(Component):
 
     def start(self) -> None:
         if self.health().healthy:
+            # Already running: a newer checkout may still bring migrations (idempotent, checksummed).
+            asyncio.run(self._bootstrap())
             return
         bin_dir = _bin_dir()
         uid, gid = _run_as()

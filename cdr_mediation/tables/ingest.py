@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import orjson
 
 from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState, dedup_key
+from cdr_mediation.tables.durable import write_acknowledged
 from cdr_mediation.topology.topics import TableSpec
 
 INGEST_TABLE = TableSpec("ingest-state", key="state:<operator_id> | <operator_id>/<dlr_id>",
@@ -121,20 +122,8 @@ class IngestTableView:
         return await producer.send_batch(builder, topic, partition=partition)
 
     async def write_state(self, operator_id: str, new_state: OperatorIngestState, partition: int | None = None) -> None:
-        """Write the state locally and to the changelog, and return once Kafka acknowledged it.
-
-        The agent takes its next event only after that. Through `table[key] = value` the
-        record would only be queued: Faust commits source offsets after a `producer.flush()`
-        that gives up on its buffer after 0.1 s (faust/transport/producer.py `flush_atmost`), so
-        under load an offset could be committed while the state it covers is still unsent, and
-        a SIGKILL would then lose a chain head whose source batch is never redelivered.
-        """
-        key, value = state_key(operator_id), new_state.to_dict()
-        if partition is None:
-            self.table[key] = value
-            return
-        self.table.data[key] = value
-        await self.table.send_changelog(partition, key, value)
+        """Write the state and return once Kafka acknowledged it (`tables/durable.py`)."""
+        await write_acknowledged(self.table, partition, state_key(operator_id), new_state.to_dict())
 
     def record(self, operator_id: str, dedup_writes, new_state: OperatorIngestState) -> None:
         """Dedup entries first, state last, all through the table API (the order domain/ingest.py

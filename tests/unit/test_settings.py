@@ -85,11 +85,20 @@ def test_worker_starts_with_ai_disabled():
 def test_an_ingest_worker_refuses_to_start_without_a_pricing_snapshot():
     with pytest.raises(StartupRefused, match="CDR_PRICING_FILE"):
         check_worker_startup(Settings.load({}))
-    check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "store"}))
+    check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "store,rollup"}))
+
+
+def test_store_and_rollup_agents_refuse_to_run_apart():
+    # Both read the CDR topic in one consumer group: apart, each would see only some partitions.
+    for agents in ("store", "rollup", "ingest,rollup-store,store"):
+        with pytest.raises(StartupRefused, match="same workers"):
+            check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": agents, "CDR_PRICING_FILE": "p.json"}))
+    check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "rollup,store,rollup-store"}))
 
 
 def test_worker_agents_are_validated():
     assert Settings.load({"CDR_WORKER_AGENTS": "store,ingest"}).agents == {"ingest", "store"}
+    assert Settings.load({}).agents == {"ingest", "store", "rollup", "rollup-store"}
     with pytest.raises(SettingsError, match="CDR_WORKER_AGENTS"):
         Settings.load({"CDR_WORKER_AGENTS": "ingest,exporter2"})
 
