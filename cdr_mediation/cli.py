@@ -274,6 +274,13 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_rollup(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack.bench_rollup import run_rollup_bench
+
+    print(json.dumps(asyncio.run(run_rollup_bench(Path(args.state_dir), args.events, partitions=args.partitions))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdrmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -342,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--rate", type=float, default=None,
                         help="offer DLRs at this rate per second (default: as fast as JetStream acks them)")
     ingest.set_defaults(func=cmd_bench_ingest)
+    rollup = with_state_dir(bench.add_parser("rollup", help="the rollup agent alone over CDRs already in the topic"))
+    rollup.add_argument("--events", type=int, default=200_000)
+    rollup.add_argument("--partitions", type=int, default=4)
+    rollup.set_defaults(func=cmd_bench_rollup)
     return parser
 
 

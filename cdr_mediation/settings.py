@@ -46,6 +46,8 @@ class Settings(BaseSettings):
                                pattern=r"^(ingest|store|rollup|rollup-store)(,(ingest|store|rollup|rollup-store))*$",
                                description="which agents this worker runs (comma-separated); store and rollup "
                                            "both read the CDR topic and must run in the same workers")
+    worker_solo: bool = Field(False, description="this worker is alone in its consumer group (benchmarks, tools): "
+                                                 "store and rollup may then run apart")
     rollup_grace_s: int = Field(7200, ge=0, le=7 * 86400,
                                 description="how long after its end an hour stays open for late events (event time)")
     pricing_file: Path | None = Field(None, description="pricing snapshot (cdr-mediation.pricing.v1 JSON)")
@@ -167,7 +169,7 @@ def check_worker_startup(settings: Settings) -> None:
         )
     if "ingest" in settings.agents and settings.pricing_file is None:
         raise StartupRefused("the ingest agent needs a pricing snapshot: set CDR_PRICING_FILE")
-    if ("store" in settings.agents) != ("rollup" in settings.agents):
+    if ("store" in settings.agents) != ("rollup" in settings.agents) and not settings.worker_solo:
         # Both consume the CDR topic in one consumer group: a worker running only one of them
         # would be assigned CDR partitions the other agent then never sees.
         raise StartupRefused("the store and rollup agents read the same topic and must run in the same workers: "

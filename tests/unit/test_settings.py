@@ -94,6 +94,8 @@ def test_store_and_rollup_agents_refuse_to_run_apart():
         with pytest.raises(StartupRefused, match="same workers"):
             check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": agents, "CDR_PRICING_FILE": "p.json"}))
     check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "rollup,store,rollup-store"}))
+    # Alone in its group (a benchmark), nobody else can be assigned the partitions it lacks.
+    check_worker_startup(Settings.load({"CDR_WORKER_AGENTS": "rollup", "CDR_WORKER_SOLO": "true"}))
 
 
 def test_worker_agents_are_validated():
