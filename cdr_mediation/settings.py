@@ -170,7 +170,7 @@ def check_worker_startup(settings: Settings) -> None:
     if "ingest" in settings.agents and settings.pricing_file is None:
         raise StartupRefused("the ingest agent needs a pricing snapshot: set CDR_PRICING_FILE")
     if ("store" in settings.agents) != ("rollup" in settings.agents) and not settings.worker_solo:
-        # Both consume the CDR topic in one consumer group: a worker running only one of them
-        # would be assigned CDR partitions the other agent then never sees.
+        # Both are steps of the one CDR-topic agent (agents/cdr_topic.py): a worker running only
+        # one of them would be assigned CDR partitions the other step then never sees.
         raise StartupRefused("the store and rollup agents read the same topic and must run in the same workers: "
                              "set CDR_WORKER_AGENTS to include both or neither")

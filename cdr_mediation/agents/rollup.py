@@ -1,14 +1,13 @@
-"""Rollup agent: CDR-topic records → per-operator hourly rollups, closed by the stream.
+"""Rollup step: CDR-topic records → per-operator hourly rollups, closed by the stream.
 
-A thin shell around `domain.rollup.apply_entries` (rules: docs/rollups.md). Per record, in this
+It runs inside the CDR-topic agent (`agents/cdr_topic.py`), after the store step. A thin shell around `domain.rollup.apply_entries` (rules: docs/rollups.md). Per record, in this
 order (DESIGN.md §4.5): apply the record's entries or clock tick to the operator's state, emit
 the hours it closed to the rollup-closed topic and wait for Kafka's acks, then write the new state
 and wait for that ack too. A crash anywhere re-runs the record on the old state and emits
 identical closes, which the rollup store absorbs by (operator, hour, revision); entries the state
 has already applied (chain_seq at or below its head) are skipped by the domain.
 
-An input the domain refuses (a chain discontinuity, an entry of another currency, a malformed
-record) is never skipped silently and never crashes the worker: the record is logged, counted
+An input the domain refuses (a chain discontinuity, an entry of another currency) is never skipped silently and never crashes the worker: the record is logged, counted
 (`cdr_rollup_refused_total`, an alert) and leaves the operator's state as it was — so that
 operator's hours stop closing until someone looks, while every other operator goes on, and
 `cdrmed reconcile` shows the difference.
@@ -23,11 +22,11 @@ import faust
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdr_mediation.agents.ingest import raw_topic
-from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_topic_record, encode_rollup_closed
+from cdr_mediation.codecs.records import encode_rollup_closed
 from cdr_mediation.domain.rollup import ChainDiscontinuity, ClockTick, InvalidRollupInput, apply_entries
 from cdr_mediation.settings import Settings
 from cdr_mediation.tables.rollup import ROLLUP_TABLE, RollupTableView
-from cdr_mediation.topology.topics import CDR, ROLLUP_CLOSED
+from cdr_mediation.topology.topics import ROLLUP_CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -45,47 +44,45 @@ WATERMARK = Gauge("cdr_rollup_watermark_seconds", "Event-time watermark per oper
 RECORD_SECONDS = Histogram("cdr_rollup_record_seconds", "Time to apply one CDR-topic record and emit its closes")
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    cdr_topic = raw_topic(app, CDR.named(settings.topic_prefix).name)
-    closed_topic = raw_topic(app, ROLLUP_CLOSED.named(settings.topic_prefix).name)
-    table = app.Table(ROLLUP_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
-    view = RollupTableView(table)
-    grace = dt.timedelta(seconds=settings.rollup_grace_s)
+class RollupApply:
+    """The rollup step of the CDR-topic agent (`agents/cdr_topic.py`), after the store step."""
 
-    @app.agent(cdr_topic, name="rollup")
-    async def rollup(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            operator_id = (event.key or b"").decode("utf-8", "replace")
-            with RECORD_SECONDS.time():
-                try:
-                    record = decode_cdr_topic_record(event.value)
-                    items = [record] if isinstance(record, ClockTick) else record
-                    state = view.state(operator_id)
-                    step = apply_entries(state, items, grace)
-                except (UndecodableRecord, InvalidRollupInput, ChainDiscontinuity) as exc:
-                    reason = ("undecodable" if isinstance(exc, UndecodableRecord)
-                              else "chain_discontinuity" if isinstance(exc, ChainDiscontinuity) else "invalid_input")
-                    REFUSED.labels(reason=reason).inc()
-                    log.error("rollup refused a record; the operator's rollups wait", extra={
-                        "operator_id": operator_id, "reason": reason, "error": str(exc),
-                        "source": f"kafka:{event.message.topic}:{event.message.partition}:{event.message.offset}",
-                    })
-                    continue
-                futures = [await closed_topic.send(key=operator_id.encode(), value=encode_rollup_closed(closed),
-                                                   force=True)
-                           for closed in step.closed]
-                for future in futures:
-                    await future
-                if step.new_state != state:  # a record of re-emitted entries only changes nothing
-                    await view.write_state(step.new_state, event.message.partition)
-            RECORDS.labels(kind="tick" if isinstance(record, ClockTick) else "entries").inc()
-            ENTRIES.inc(step.applied)
-            if step.duplicates:
-                DUPLICATES.inc(step.duplicates)
-            if step.late_events:
-                LATE.labels(operator_id=operator_id).inc(step.late_events)
-            for closed in step.closed:
-                CLOSED.labels(closed_by=closed.closed_by).inc()
-            if step.new_state.watermark:
-                WATERMARK.labels(operator_id=operator_id).set(
-                    dt.datetime.fromisoformat(step.new_state.watermark).timestamp())
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.closed_topic = raw_topic(app, ROLLUP_CLOSED.named(settings.topic_prefix).name)
+        table = app.Table(ROLLUP_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
+        self.view = RollupTableView(table)
+        self.grace = dt.timedelta(seconds=settings.rollup_grace_s)
+
+    async def __call__(self, event, operator_id: str, record: list | ClockTick) -> None:
+        view = self.view
+        with RECORD_SECONDS.time():
+            try:
+                items = [record] if isinstance(record, ClockTick) else record
+                state = view.state(operator_id)
+                step = apply_entries(state, items, self.grace)
+            except (InvalidRollupInput, ChainDiscontinuity) as exc:
+                reason = "chain_discontinuity" if isinstance(exc, ChainDiscontinuity) else "invalid_input"
+                REFUSED.labels(reason=reason).inc()
+                log.error("rollup refused a record; the operator's rollups wait", extra={
+                    "operator_id": operator_id, "reason": reason, "error": str(exc),
+                    "source": f"kafka:{event.message.topic}:{event.message.partition}:{event.message.offset}",
+                })
+                return
+            futures = [await self.closed_topic.send(key=operator_id.encode(), value=encode_rollup_closed(closed),
+                                                    force=True)
+                       for closed in step.closed]
+            for future in futures:
+                await future
+            if step.new_state != state:  # a record of re-emitted entries only changes nothing
+                await view.write_state(step.new_state, event.message.partition)
+        RECORDS.labels(kind="tick" if isinstance(record, ClockTick) else "entries").inc()
+        ENTRIES.inc(step.applied)
+        if step.duplicates:
+            DUPLICATES.inc(step.duplicates)
+        if step.late_events:
+            LATE.labels(operator_id=operator_id).inc(step.late_events)
+        for closed in step.closed:
+            CLOSED.labels(closed_by=closed.closed_by).inc()
+        if step.new_state.watermark:
+            WATERMARK.labels(operator_id=operator_id).set(
+                dt.datetime.fromisoformat(step.new_state.watermark).timestamp())

@@ -28,7 +28,7 @@ def prepare_topics(settings: Settings, specs: tuple[TopicSpec, ...]) -> None:
 
 def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ...]]:
     """The Faust app with the agents this worker runs (CDR_WORKER_AGENTS), and their tables."""
-    from cdr_mediation.agents import ingest, rollup, rollup_store, rollup_web, store
+    from cdr_mediation.agents import cdr_topic, ingest, rollup_store, rollup_web
     from cdr_mediation.agents.pg_sink import SinkReadiness
     from cdr_mediation.domain.pricing import load_snapshot
     from cdr_mediation.tables.ingest import INGEST_TABLE
@@ -44,10 +44,9 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ..
         log.info("pricing snapshot loaded", extra={"pricing_version": pricing.version})
         ingest.register(app, settings, pricing)
         tables.append(INGEST_TABLE)
-    if "store" in settings.agents:
-        store.register(app, settings, readiness)
+    if settings.agents & {"store", "rollup"}:
+        cdr_topic.register(app, settings, readiness)  # one agent: the store step, then the rollup step
     if "rollup" in settings.agents:
-        rollup.register(app, settings)
         rollup_web.register(app, settings)  # GET /rollups/open/{operator}, routed to the owner
         tables.append(ROLLUP_TABLE)
     if "rollup-store" in settings.agents:

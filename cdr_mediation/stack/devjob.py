@@ -45,6 +45,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         "worker": _spawn("worker", ["worker"], {**base_env, "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
                                                 "CDR_METRICS_PORT": str(ports["worker_metrics"])}),
         "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
+                                                "CDR_WORKER_URLS": f"http://127.0.0.1:{ports['worker_web']}",
                                                 "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
         "bridge": _spawn("bridge", ["bridge"], {**base_env, "CDR_METRICS_PORT": str(ports["bridge_metrics"])}),
         # A new seed per run: the same seed would republish the same dlr_ids with new times.
@@ -61,7 +62,8 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         print(json.dumps({
             "job": "running",
             "stack": {name: health.as_json() for name, health in status.items()},
-            "portal": {"healthz": f"{portal}/healthz", "readyz": f"{portal}/readyz", "metrics": f"{portal}/metrics"},
+            "portal": {"healthz": f"{portal}/healthz", "readyz": f"{portal}/readyz", "metrics": f"{portal}/metrics",
+                       "rollups": f"{portal}/v1/rollups?operator=<operator_id>&from=<ISO 8601>&to=<ISO 8601>"},
             "metrics": {name: f"http://127.0.0.1:{ports[name + '_metrics']}/metrics"
                         for name in ("worker", "portal", "bridge", "generator")},
             "stop": "Ctrl-C (the stack stays up; `cdrmed stack down` stops it)",

@@ -16,6 +16,8 @@ pyproject.toml, and tests/integration/test_table_recovery.py fails if this stops
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from typing import Any, List, Mapping
 
 from aiokafka import AIOKafkaConsumer
@@ -25,10 +27,11 @@ from faust.transport.drivers import TRANSPORTS
 from faust.types import TP
 from prometheus_client import Counter
 
-SCHEME = "cdrkafka"
+log = logging.getLogger(__name__)
 
-STALE_RECORDS = Counter("cdr_consumer_stale_records_total",
-                        "Fetched records skipped because a rebalance seek moved their partition meanwhile")
+SCHEME = "cdrkafka"
+EXIT_OFFSET_GAP = 70  # EX_SOFTWARE
+
 OFFSET_GAPS = Counter("cdr_consumer_offset_gaps_total", "Offset jumps within a partition (an error on our topics)")
 # Bounded so that a broker that never answers cannot hang recovery forever.
 FETCH_PROBE_TIMEOUT_S = 10.0
@@ -94,12 +97,8 @@ class OffsetGap(RuntimeError):
     """Records of a partition arrived with offsets missing in between."""
 
 
-class OffsetGap(RuntimeError):
-    """Records of a partition arrived with offsets missing in between."""
-
-
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, minus a rebalance race that skips records.
+    """Faust's consumer, with an offset gap treated as the error it is on our topics.
 
     Faust fetches in a thread. A fetch still in flight when a rebalance seeks the partitions back
     to their committed offsets can return records from *before* the seek after it (Faust's own
@@ -108,47 +107,29 @@ class Consumer(faust_aiokafka.Consumer):
     commits as if processed, and drops the re-fetched records as already read. Seen in the chaos
     test: nine CDR records (73 chain entries) never stored, their offsets committed.
 
-    Here a record fetched before a seek is skipped when that seek moved its partition (it will be
-    fetched again from there), and an offset jump is what it is on our topics — neither
-    compacted nor transactional, so offsets are contiguous — an error that stops the worker
-    (which restarts from committed offsets) instead of an acknowledgement. Changelog topics
-    (compacted) are never acked, so Faust never asks for their gaps.
+    Our topics are neither compacted nor transactional, so their offsets are contiguous and a
+    jump means records were not delivered. Here it stops the worker before the record after the
+    jump is delivered; the deployment restarts it (Kubernetes; the chaos tests do the same) and it
+    resumes from committed offsets, so nothing is skipped. (Skipping the stale records instead
+    was tried: it starves a partition whenever the skipped records were in fact current.)
+    Changelog topics (compacted) are never acked, so Faust never asks for their gaps.
     """
-
-    _seek_epoch = 0
-    _seek_history: tuple[tuple[int, frozenset], ...] = ()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        committed = await super().seek_to_committed()
-        # aiokafka seeks exactly the partitions with a committed offset > 0 (the others keep
-        # their position, so what was fetched for them stays valid).
-        moved = frozenset(TP(tp.topic, tp.partition) for tp, offset in committed.items() if offset and offset > 0)
-        self._seek_epoch += 1
-        self._seek_history = (*self._seek_history[-15:], (self._seek_epoch, moved))
-        return committed
-
-    def _moved_since(self, epoch: int) -> frozenset:
-        moved = frozenset()
-        for seek_epoch, partitions in self._seek_history:
-            if seek_epoch > epoch:
-                moved |= partitions
-        return moved
-
-    async def getmany(self, timeout: float):
-        epoch = self._seek_epoch
-        async for tp, message in super().getmany(timeout):
-            if self._seek_epoch != epoch and tp in self._moved_since(epoch):
-                STALE_RECORDS.inc()
-                continue  # fetched before a seek moved this partition: it is fetched again from there
-            yield tp, message
-
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         OFFSET_GAPS.inc()
-        raise OffsetGap(f"{tp.topic}[{tp.partition}]: offsets {offset_from}..{offset_to - 1} were never "
+        gap = OffsetGap(f"{tp.topic}[{tp.partition}]: offsets {offset_from}..{offset_to - 1} were never "
                         "delivered; refusing to commit them as processed")
+        log.critical("offset gap: the worker stops now and resumes from committed offsets when restarted",
+                     extra={"error": str(gap), "exit_status": EXIT_OFFSET_GAP})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        # Not an exception: Faust's crash path can leave the process alive and still in its
+        # consumer group (seen: a crashed worker kept its partitions and the group stalled). An
+        # immediate exit is what every agent is built to survive (SIGKILL chaos tests).
+        os._exit(EXIT_OFFSET_GAP)
 
 
 class Transport(faust_aiokafka.Transport):

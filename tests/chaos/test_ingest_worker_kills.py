@@ -22,6 +22,7 @@ import pytest
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from tests.integration.support.observe import assert_chains_exact, expected_cdr_ids, stored_cdr_ids, wait_stored
+from tests.integration.support.supervise import restart_exited
 from tests.integration.support.traffic import publish_steadily
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -36,11 +37,14 @@ async def test_sigkill_workers_mid_stream_changes_nothing(stack_env, tmp_path):
     rng = random.Random(seed)
     run = LocalPipeline(stack_env, tmp_path, operators=6, partitions=4)
     run.expect_exits = True  # killed workers are expected; wait_stored must not treat them as failures
+    supervisor: asyncio.Task | None = None
     try:
         run.start("bridge", "bridge")
         workers = ["worker-a", "worker-b"]
         for name in workers:
             run.start(name, "worker")
+        self_stops: list[str] = []
+        supervisor = asyncio.create_task(restart_exited(run, workers, self_stops))
         traffic = list(synthetic_dlrs(seed=seed, start=START, count=DLRS, operators=run.operators,
                                       id_prefix=f"{run.namespace}-chaos"))
         documents = [json.dumps(d).encode() for d in traffic]
@@ -69,6 +73,9 @@ async def test_sigkill_workers_mid_stream_changes_nothing(stack_env, tmp_path):
         assert len(stored) == len(set(stored)), "a CDR was stored twice"
         assert set(stored) == expected, f"lost {len(expected - set(stored))}, unexpected {len(set(stored) - expected)}"
         await assert_chains_exact(run)
+        print(f"self-stopped and restarted: {self_stops}")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         run.stop_all()
 

@@ -26,6 +26,7 @@ import pytest
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from tests.integration.support.observe import expected_cdr_ids, stored_cdr_ids, wait_stored
+from tests.integration.support.supervise import restart_exited
 from tests.integration.support.traffic import publish_steadily
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -69,11 +70,14 @@ async def test_sigkill_workers_mid_window_changes_no_rollup(stack_env, tmp_path)
     rng = random.Random(seed)
     run = LocalPipeline(stack_env, tmp_path, operators=8, partitions=4)
     run.expect_exits = True
+    supervisor: asyncio.Task | None = None
     try:
         run.start("bridge", "bridge")
         workers = ["worker-a", "worker-b", "worker-c"]
         for name in workers:
             run.start(name, "worker")
+        self_stops: list[str] = []
+        supervisor = asyncio.create_task(restart_exited(run, workers, self_stops))
         spacing_ms = HOURS * 3_600_000 // DLRS  # event time spans the six hours
         traffic = list(synthetic_dlrs(seed=seed, start=START, count=DLRS, operators=run.operators,
                                       spacing_ms=spacing_ms, id_prefix=f"{run.namespace}-rollup"))
@@ -114,5 +118,8 @@ async def test_sigkill_workers_mid_window_changes_no_rollup(stack_env, tmp_path)
         for operator_id in run.operators:
             reconcile = _cdrmed(run, "reconcile", "--day", START.date().isoformat(), "--operator", operator_id)
             assert reconcile.returncode == 0, f"{operator_id}: rollups differ from the CDRs:\n{reconcile.stdout}"
+        print(f"self-stopped and restarted: {self_stops}")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         run.stop_all()
