@@ -6,7 +6,8 @@ time; clock ticks close more hours for two of them. Then, for every operator: bo
 `/rollups/open/{operator}` give the same answer (one serves it from its table, the other
 forwards it), two portals that ask the workers in opposite orders give the same answer, closed
 hours are the PostgreSQL closes, open hours are the table's, and all hours add up to the CDRs
-stored for the operator.
+stored for the operator. Last, both workers stop, their data directories are deleted, and a
+fresh worker restores every operator's rollup state exactly from the changelog.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -130,6 +133,7 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
         # event's hour: hours 00:00 .. 06:00.
         params_from, params_to = START + dt.timedelta(minutes=30), START + 7 * HOUR
         hours = [format_utc(START + n * HOUR) for n in range(7)]
+        reference: dict[str, dict] = {}
         for operator_id in run.operators:
             through = format_utc(closed_through[operator_id])
 
@@ -145,6 +149,7 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
             answers = await eventually(workers_agree, timeout=120, what=f"{operator_id}: both workers answer alike",
                                        log=run.log_path("worker-b"))
             open_state = answers["worker-a"][1]
+            reference[operator_id] = _state_only(open_state)
             owner = open_state["owner"]
             assert owner in workers.values() and 0 <= open_state["partition"] < 4
             assert {headers["X-Cdr-Served-By"] for _, _, headers in answers.values()} == {owner}
@@ -194,6 +199,23 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
                 five = body["hours"][5]
                 assert five["closed"] is True and five["values"]["records"] == 0 and five["revisions"]
 
+        # A fresh worker with an empty data directory, alone in the group, restores every
+        # operator's rollup state exactly from the changelog.
+        for name in workers:
+            run.kill(name, signal.SIGTERM)
+            shutil.rmtree(run.work_dir / f"{name}-data", ignore_errors=True)
+        fresh_port = free_port()
+        run.start("worker-fresh", "worker", CDR_WORKER_WEB_PORT=str(fresh_port))
+        fresh = f"http://127.0.0.1:{fresh_port}"
+        for operator_id in run.operators:
+            async def restored():
+                status, body, _ = await _get(f"{fresh}/rollups/open/{operator_id}")
+                return body if status == 200 else None
+
+            body = await eventually(restored, timeout=120, what=f"{operator_id}: fresh worker answers",
+                                    log=run.log_path("worker-fresh"))
+            assert _state_only(body) == reference[operator_id], f"{operator_id}: restored state differs"
+
         # The real process refuses bad parameters in the one error shape.
         status, body, _ = await _get(f"{portals['portal-ab']}/v1/rollups",
                                      params={"operator": run.operators[0], "from": "2026-11-01T00:00:00Z",
@@ -201,6 +223,11 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
         assert status == 400 and body["error"]["code"] == "bad_request" and "31 days" in body["error"]["message"]
     finally:
         run.stop_all()
+
+
+def _state_only(answer: dict) -> dict:
+    """A worker's answer without who served it (the state is what must be restored exactly)."""
+    return {key: value for key, value in answer.items() if key not in ("owner", "partition")}
 
 
 async def _portal_ok(base: str, params: dict) -> dict | None:
