@@ -2,9 +2,9 @@
 
 This is the guard for topology/transport.py: on Tansu, ListOffsets(latest) under-reports the log
 end when the changelog holds multi-record batches, and Faust's stock recovery then stops early.
-The test first proves that the broker really under-reports for this changelog (otherwise it would
-prove nothing), then that the project's transport restores every value anyway, including the last
-update of every partition.
+The test makes every changelog partition end in a multi-record batch, proves that the broker
+really under-reports for it (otherwise it would prove nothing), then that the project's transport
+restores every value anyway, including the last update of every partition.
 """
 
 from __future__ import annotations
@@ -78,6 +78,45 @@ async def _list_offsets_and_fetch_highwater(bootstrap: str, topic: str) -> dict[
         await consumer.stop()
 
 
+async def _restate_tail_as_one_batch(bootstrap: str, topic: str) -> None:
+    """Append the last two records of every partition again, as one two-record batch.
+
+    The final state is unchanged (same keys, same values, same order), but each partition now ends
+    in a multi-record batch, which is where ListOffsets under-reports. The probe's own writes cannot
+    guarantee that: the project's producer does not linger, so under load its changelog batches are
+    often single records, and the broker defect then shows only by chance.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    tail: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        async def behind() -> bool:
+            for tp in tps:
+                if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp):
+                    return True
+            return False
+        while await behind():
+            for tp, records in (await consumer.getmany(timeout_ms=100)).items():
+                tail[tp.partition] = (tail[tp.partition] + records)[-2:]
+    finally:
+        await consumer.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    try:
+        for partition, records in tail.items():
+            assert len(records) == 2, f"changelog partition {partition} holds fewer than two records"
+            batch = producer.create_batch()
+            for record in records:
+                assert batch.append(key=record.key, value=record.value, timestamp=None,
+                                    headers=list(record.headers or ())) is not None
+            await (await producer.send_batch(batch, topic, partition=partition))
+    finally:
+        await producer.stop()
+
+
 async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -121,6 +160,7 @@ async def test_fresh_worker_restores_every_value_from_changelog(stack_env, tmp_p
         assert stop(worker_a) is not None
 
     changelog = f"{app_id}-probe-last-changelog"
+    await _restate_tail_as_one_batch(bootstrap, changelog)
     offsets = await _list_offsets_and_fetch_highwater(bootstrap, changelog)
     assert any(listed < highwater for listed, highwater in offsets.values()), (
         f"precondition: the broker's ListOffsets was exact for {changelog} ({offsets}); "
