@@ -35,10 +35,13 @@ def stack():
 
     The directory is inside the repository (not /tmp/pytest-of-root, which is private to root)
     so the `postgres` OS user can reach its cluster, as in `cdrmed stack up`.
+    `CDRMED_TEST_STACK_DIR` moves it, e.g. for a second session beside a running one (test-only
+    variables are not `CDR_*`: the settings refuse unknown `CDR_*` names, and spawned processes
+    inherit the environment).
     """
     from cdr_mediation.stack import Stack
 
-    state_dir = Path(os.environ.get("CDR_TEST_STACK_DIR", REPO_ROOT / ".stack-test"))
+    state_dir = Path(os.environ.get("CDRMED_TEST_STACK_DIR", REPO_ROOT / ".stack-test"))
     Stack(state_dir).down()  # a previous session that crashed may have left daemons behind
     shutil.rmtree(state_dir, ignore_errors=True)
     test_stack = Stack(state_dir)

@@ -2,10 +2,11 @@
 
 It runs inside the CDR-topic agent (`agents/cdr_topic.py`), after the store step. A thin shell around `domain.rollup.apply_entries` (rules: docs/rollups.md). Per record, in this
 order (DESIGN.md §4.5): apply the record's entries or clock tick to the operator's state, emit
-the hours it closed to the rollup-closed topic and wait for Kafka's acks, then write the new state
-and wait for that ack too. A crash anywhere re-runs the record on the old state and emits
-identical closes, which the rollup store absorbs by (operator, hour, revision); entries the state
-has already applied (chain_seq at or below its head) are skipped by the domain.
+the hours it closed to the rollup-closed topic and the days they complete to the day-closed topic
+(`domain.day_close`) and wait for Kafka's acks, then write the new state and wait for that ack
+too. A crash anywhere re-runs the record on the old state and emits identical closes, which the
+rollup store absorbs by (operator, hour, revision) and the exporter by (operator, day); entries
+the state has already applied (chain_seq at or below its head) are skipped by the domain.
 
 An input the domain refuses (a chain discontinuity, an entry of another currency) is never skipped silently and never crashes the worker: the record is logged, counted
 (`cdr_rollup_refused_total`, an alert) and leaves the operator's state as it was — so that
@@ -22,11 +23,12 @@ import faust
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdr_mediation.agents.ingest import raw_topic
-from cdr_mediation.codecs.records import encode_rollup_closed
+from cdr_mediation.codecs.records import encode_day_closed, encode_rollup_closed
+from cdr_mediation.domain.day_close import days_closed
 from cdr_mediation.domain.rollup import ChainDiscontinuity, ClockTick, InvalidRollupInput, apply_entries
 from cdr_mediation.settings import Settings
 from cdr_mediation.tables.rollup import ROLLUP_TABLE, RollupTableView
-from cdr_mediation.topology.topics import ROLLUP_CLOSED
+from cdr_mediation.topology.topics import DAY_CLOSED, ROLLUP_CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ LATE = Counter("cdr_rollup_late_events_total", "Entries later than the grace (th
                ["operator_id"])
 CLOSED = Counter("cdr_rollup_hours_closed_total", "Hourly rollups closed (revision 0) and corrections emitted",
                  ["closed_by"])
+DAYS_CLOSED = Counter("cdr_rollup_days_closed_total", "Operator days closed for export", ["closed_by"])
 REFUSED = Counter("cdr_rollup_refused_total", "CDR-topic records the rollup agent refused (operator halted)",
                   ["reason"])
 WATERMARK = Gauge("cdr_rollup_watermark_seconds", "Event-time watermark per operator (Unix seconds)",
@@ -49,6 +52,7 @@ class RollupApply:
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.closed_topic = raw_topic(app, ROLLUP_CLOSED.named(settings.topic_prefix).name)
+        self.day_closed_topic = raw_topic(app, DAY_CLOSED.named(settings.topic_prefix).name)
         table = app.Table(ROLLUP_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
         self.view = RollupTableView(table)
         self.grace = dt.timedelta(seconds=settings.rollup_grace_s)
@@ -68,9 +72,12 @@ class RollupApply:
                     "source": f"kafka:{event.message.topic}:{event.message.partition}:{event.message.offset}",
                 })
                 return
-            futures = [await self.closed_topic.send(key=operator_id.encode(), value=encode_rollup_closed(closed),
-                                                    force=True)
+            key = operator_id.encode()
+            futures = [await self.closed_topic.send(key=key, value=encode_rollup_closed(closed), force=True)
                        for closed in step.closed]
+            days = days_closed(step.closed)
+            futures += [await self.day_closed_topic.send(key=key, value=encode_day_closed(day), force=True)
+                        for day in days]
             for future in futures:
                 await future
             if step.new_state != state:  # a record of re-emitted entries only changes nothing
@@ -83,6 +90,8 @@ class RollupApply:
             LATE.labels(operator_id=operator_id).inc(step.late_events)
         for closed in step.closed:
             CLOSED.labels(closed_by=closed.closed_by).inc()
+        for day in days:
+            DAYS_CLOSED.labels(closed_by=day.closed_by).inc()
         if step.new_state.watermark:
             WATERMARK.labels(operator_id=operator_id).set(
                 dt.datetime.fromisoformat(step.new_state.watermark).timestamp())

@@ -4,6 +4,8 @@
   upstream sent (so a dead letter raised later still carries the original bytes).
 - `cdr.v1`: one record = an ordered run of one operator's chain entries with their hashes.
 - `dlr.dlq.v1`: one record = one rejected input: value = the original bytes, the reason in headers.
+- `rollup.closed.v1` / `day.closed.v1`: one record = one closed hour (or correction) / one closed
+  operator day, as JSON with a `format` member.
 
 Batch boundaries carry no meaning: per-operator order is all that downstream relies on.
 """
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 import orjson
 
 from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType
+from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.rollup import ClockTick, RollupClosed
 
 DLR_BATCH_FORMAT = "dlr-batch.v1"
@@ -172,13 +175,29 @@ def encode_rollup_closed(closed: RollupClosed) -> bytes:
     return orjson.dumps({"format": ROLLUP_CLOSED_FORMAT, "closed": closed.to_dict()})
 
 
-def decode_rollup_closed(value: bytes) -> RollupClosed:
+def _decode_closed(value: bytes, record_format: str, from_dict):
+    """`from_dict` of the `closed` member of a `{"format": record_format, "closed": {...}}` record."""
     try:
         document = orjson.loads(value)
-        if document.get("format") != ROLLUP_CLOSED_FORMAT:
-            raise UndecodableRecord(f"format {document.get('format')!r}, expected {ROLLUP_CLOSED_FORMAT!r}")
-        return RollupClosed.from_dict(document["closed"])
+        if document.get("format") != record_format:
+            raise UndecodableRecord(f"format {document.get('format')!r}, expected {record_format!r}")
+        return from_dict(document["closed"])
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, UndecodableRecord):
             raise
-        raise UndecodableRecord(f"not a {ROLLUP_CLOSED_FORMAT} record: {exc}") from exc
+        raise UndecodableRecord(f"not a {record_format} record: {exc}") from exc
+
+
+def decode_rollup_closed(value: bytes) -> RollupClosed:
+    return _decode_closed(value, ROLLUP_CLOSED_FORMAT, RollupClosed.from_dict)
+
+
+DAY_CLOSED_FORMAT = "day-closed.v1"
+
+
+def encode_day_closed(day: DayClosed) -> bytes:
+    return orjson.dumps({"format": DAY_CLOSED_FORMAT, "closed": day.to_dict()})
+
+
+def decode_day_closed(value: bytes) -> DayClosed:
+    return _decode_closed(value, DAY_CLOSED_FORMAT, DayClosed.from_dict)

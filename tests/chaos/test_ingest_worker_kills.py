@@ -4,7 +4,7 @@ Two worker processes share the partitions. One, later the other, is killed with 
 chance to commit, flush or leave the group) and restarted, at least five times, while 20,000 DLRs
 flow. Afterwards every DLR is exactly one CDR, every chain verifies, and every chain head equals
 the head of an uninterrupted run over the same DLR log (a fresh replay of the DLR topic).
-Set CDR_CHAOS_SEED to reproduce a run; the seed is printed.
+Set CDRMED_CHAOS_SEED to reproduce a run; the seed is printed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
+from tests.integration.support.forensics import write_forensics
 from tests.integration.support.observe import assert_chains_exact, expected_cdr_ids, stored_cdr_ids, wait_stored
 from tests.integration.support.supervise import restart_exited
 from tests.integration.support.traffic import publish_steadily
@@ -32,8 +33,8 @@ KILLS = 5
 
 @pytest.mark.slow
 async def test_sigkill_workers_mid_stream_changes_nothing(stack_env, tmp_path):
-    seed = int(os.environ.get("CDR_CHAOS_SEED", time.time_ns() % 1_000_000))
-    print(f"CDR_CHAOS_SEED={seed}")
+    seed = int(os.environ.get("CDRMED_CHAOS_SEED", time.time_ns() % 1_000_000))
+    print(f"CDRMED_CHAOS_SEED={seed}")
     rng = random.Random(seed)
     run = LocalPipeline(stack_env, tmp_path, operators=6, partitions=4)
     run.expect_exits = True  # killed workers are expected; wait_stored must not treat them as failures
@@ -68,11 +69,14 @@ async def test_sigkill_workers_mid_stream_changes_nothing(stack_env, tmp_path):
         assert len(kills) >= KILLS
 
         expected = expected_cdr_ids(run, documents)
-        await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills")
-        stored = await stored_cdr_ids(run)
-        assert len(stored) == len(set(stored)), "a CDR was stored twice"
-        assert set(stored) == expected, f"lost {len(expected - set(stored))}, unexpected {len(set(stored) - expected)}"
-        await assert_chains_exact(run)
+        try:
+            await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills")
+            stored = await stored_cdr_ids(run)
+            assert len(stored) == len(set(stored)), "a CDR was stored twice"
+            assert set(stored) == expected, f"lost {len(expected - set(stored))}, unexpected {len(set(stored) - expected)}"
+            await assert_chains_exact(run)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\n{await write_forensics(run)}") from failure
         print(f"self-stopped and restarted: {self_stops}")
     finally:
         if supervisor is not None:
