@@ -25,6 +25,7 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers import TRANSPORTS
 from faust.types import TP
+from mode.utils.futures import notify
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 SCHEME = "cdrkafka"
 EXIT_OFFSET_GAP = 70  # EX_SOFTWARE
 
+UNPROCESSED_ACKS = Counter("cdr_consumer_unprocessed_acks_total",
+                           "Messages a stream skipped across a rebalance; their offsets were not committed")
 OFFSET_GAPS = Counter("cdr_consumer_offset_gaps_total", "Offset jumps within a partition (an error on our topics)")
 # Bounded so that a broker that never answers cannot hang recovery forever.
 FETCH_PROBE_TIMEOUT_S = 10.0
@@ -98,7 +101,20 @@ class OffsetGap(RuntimeError):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, with an offset gap treated as the error it is on our topics.
+    """Faust's consumer, with two ways of committing unprocessed records closed.
+
+    1. A message a stream skipped is not acknowledged. Faust's stream drops a message fetched
+    before a rebalance (another generation, or flow stopped) without processing it, and still
+    acks it (faust/streams.py `_py_aiter`: `value is skipped_value` → `event.ack()`). Its offset
+    then joins the acked offsets of a partition the worker may keep, and the next commit passes
+    it, while the re-fetch that should process it is still to come: a kill in between loses the
+    record for good (the next owner starts after it). A stream marks every message it processes
+    as `tracked` before the agent sees it, and skips before that, so an untracked message is
+    recorded as done for its reference count but its offset is never committed: the re-fetch
+    after the seek to the committed offset processes it (metric
+    `cdr_consumer_unprocessed_acks_total`).
+
+    2. An offset gap is treated as the error it is on our topics.
 
     Faust fetches in a thread. A fetch still in flight when a rebalance seeks the partitions back
     to their committed offsets can return records from *before* the seek after it (Faust's own
@@ -117,6 +133,17 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def ack(self, message) -> bool:
+        if message.use_tracking and not message.tracked:
+            # Skipped by a stream, never processed (see 1. above): never committed.
+            message.acked = True
+            UNPROCESSED_ACKS.inc()
+            log.info("record skipped across a rebalance; its offset is left uncommitted for the re-fetch",
+                     extra={"source": f"kafka:{message.topic}:{message.partition}:{message.offset}"})
+            notify(self._waiting_for_ack)
+            return False
+        return super().ack(message)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         OFFSET_GAPS.inc()
