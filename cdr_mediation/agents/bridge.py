@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import nats.errors
 from aiokafka import AIOKafkaProducer
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 
 from cdr_mediation.codecs.records import DeadLetterRecord, encode_dlr_batch
 from cdr_mediation.domain.bridging import InboundMessage, plan_forwarding
-from cdr_mediation.infra.nats import DlrInbox, connect, ensure_dlr_stream
+from cdr_mediation.infra.jetstream_pull import PullBatches, PullError
+from cdr_mediation.infra.nats import DlrInbox, connect, ensure_dlr_stream, ensure_pull_consumer
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import DLR, DLR_DEAD_LETTER
 
@@ -29,6 +29,7 @@ FORWARDED = Counter("cdr_bridge_dlrs_forwarded_total", "DLRs forwarded to Kafka 
 DEAD_LETTERED = Counter("cdr_bridge_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
 IN_FLIGHT = Gauge("cdr_bridge_in_flight_messages", "JetStream messages fetched and not yet acked")
 PENDING = Gauge("cdr_bridge_jetstream_pending_messages", "Messages in the stream not yet delivered to the bridge")
+PULL_ERRORS = Counter("cdr_bridge_pull_errors_total", "JetStream pull requests ended by an error status")
 KAFKA_RETRIES = Counter("cdr_bridge_kafka_retries_total", "Batches retried because Kafka did not acknowledge")
 
 DURABLE = "cdr-bridge"
@@ -46,11 +47,12 @@ class Bridge:
         nc = await connect(self.settings.nats_url, name="cdr-bridge")
         js = nc.jetstream()
         await ensure_dlr_stream(js, self.inbox)
-        subscription = await js.pull_subscribe(
-            self.inbox.wildcard, durable=DURABLE, stream=self.inbox.stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  ack_wait=self.settings.bridge_ack_wait_s, max_ack_pending=FETCH_BATCH * 4),
-        )
+        await ensure_pull_consumer(js, self.inbox.stream, ConsumerConfig(
+            durable_name=DURABLE, filter_subject=self.inbox.wildcard, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.bridge_ack_wait_s,
+            max_ack_pending=FETCH_BATCH * 4))
+        puller = PullBatches(nc, self.inbox.stream, DURABLE, max_batch=FETCH_BATCH)
+        await puller.start()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=False,
             linger_ms=5, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
@@ -61,13 +63,23 @@ class Bridge:
         log.info("bridge running", extra={"durable": DURABLE, "dlr_topic": self.dlr_topic})
         try:
             while not stop.is_set():
-                messages = await self._gather(subscription)
+                # Wait up to 1 s for a first message, then gather more for up to the linger:
+                # JetStream hands out what is available, often one message, and the unit that
+                # flows through Kafka and Faust should be a batch (DESIGN.md §10).
+                try:
+                    messages = await puller.gather(wait_s=1.0, linger_s=self.settings.bridge_linger_ms / 1000)
+                except PullError as exc:  # e.g. JetStream unavailable for a moment: ask again
+                    PULL_ERRORS.inc()
+                    log.warning("jetstream pull failed; pulling again", extra={"error": str(exc)})
+                    await asyncio.sleep(1.0)
+                    continue
                 if not messages:
                     continue
                 # The batch in hand is finished even when a stop arrives meanwhile (drain).
                 await self._forward(producer, messages)
         finally:
             pending_task.cancel()
+            await puller.stop()
             await producer.stop()
             try:
                 await nc.drain()
@@ -75,23 +87,6 @@ class Bridge:
                 log.warning("nats drain failed; closing", extra={"error": repr(exc)})
                 await nc.close()
             log.info("bridge stopped")
-
-    async def _gather(self, subscription) -> list:
-        """Wait up to 1 s for a first message, then gather more for up to `bridge_linger_ms`:
-        JetStream hands out what is available, often one message, and the unit that flows
-        through Kafka and Faust should be a batch (DESIGN.md §10)."""
-        try:
-            messages = await subscription.fetch(FETCH_BATCH, timeout=1.0)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            return []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.bridge_linger_ms / 1000
-        while len(messages) < FETCH_BATCH and (remaining := deadline - loop.time()) > 0:
-            try:
-                messages += await subscription.fetch(FETCH_BATCH - len(messages), timeout=max(remaining, 0.005))
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                break
-        return messages
 
     async def _forward(self, producer: AIOKafkaProducer, messages) -> None:
         IN_FLIGHT.set(len(messages))

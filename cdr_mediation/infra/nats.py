@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import nats
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 # Redeliveries with the same Nats-Msg-Id (= dlr_id) inside this window are dropped by the server;
@@ -50,3 +50,12 @@ async def ensure_dlr_stream(js, inbox: DlrInbox) -> None:
         await js.stream_info(inbox.stream)
     except NotFoundError:
         await js.add_stream(dlr_stream_config(inbox))
+
+
+async def ensure_pull_consumer(js, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable pull consumer if absent (an existing one is used as it is, as
+    `pull_subscribe` does: changing a live consumer's settings is an operator decision)."""
+    try:
+        await js.consumer_info(stream, config.durable_name)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
