@@ -12,8 +12,9 @@ server answers with messages and ends a request early with a status message: 404
 `subscribe(inbox, cb=...)` and `publish(..., reply=inbox)`. The callback only appends; waiting
 happens once per batch. Messages are nats-py `Msg` objects, acked with `msg.ack()` as before.
 
-One pull request is open at a time. Messages a request delivers while the caller is busy wait in
-memory for the next `gather` (they count against the consumer's `max_ack_pending` and are
+One pull request is open at a time. After a full batch the next request is sent at once, so
+the server delivers while the caller forwards. Messages delivered while the caller is busy wait
+in memory for the next `gather` (they count against the consumer's `max_ack_pending` and are
 redelivered by the server after `ack_wait` if this process dies).
 """
 
@@ -30,6 +31,7 @@ HEARTBEAT = "100"
 # Statuses that end a pull request (JetStream pull protocol).
 REQUEST_ENDED = frozenset({"404", "408", "409"})
 REQUEST_END_MARGIN_S = 1.0
+PREFETCH_EXPIRES_S = 1.0
 
 
 class PullError(RuntimeError):
@@ -122,7 +124,12 @@ class PullBatches:
                 await self._request(self._max_batch - len(self._ready), remaining)
             await self._wait(remaining)
         count = min(len(self._ready), self._max_batch)
-        return [self._ready.popleft() for _ in range(count)]
+        batch = [self._ready.popleft() for _ in range(count)]
+        if count == self._max_batch and not self._ready and not self._request_open(loop.time()):
+            # A full batch means a backlog: ask for the next one now, so the server delivers it
+            # while the caller forwards this one (one batch round trip less per batch).
+            await self._request(self._max_batch, PREFETCH_EXPIRES_S)
+        return batch
 
     def _raise_error(self) -> None:
         if self._error is not None:
