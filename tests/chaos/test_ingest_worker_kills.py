@@ -70,7 +70,7 @@ async def test_sigkill_workers_mid_stream_changes_nothing(stack_env, tmp_path):
 
         expected = expected_cdr_ids(run, documents)
         try:
-            await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills")
+            await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills", stall_s=180)
             stored = await stored_cdr_ids(run)
             assert len(stored) == len(set(stored)), "a CDR was stored twice"
             assert set(stored) == expected, f"lost {len(expected - set(stored))}, unexpected {len(set(stored) - expected)}"

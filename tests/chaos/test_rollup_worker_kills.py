@@ -130,7 +130,7 @@ async def test_sigkill_workers_mid_window_changes_no_rollup(stack_env, tmp_path)
 
         try:
             expected = expected_cdr_ids(run, documents)
-            await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills")
+            await wait_stored(run, len(expected), timeout=600, what="all CDRs after the kills", stall_s=180)
             assert len(set(await stored_cdr_ids(run))) == len(expected)
 
             # The clock closes every hour of the day and the day: past its end plus the grace (2 h).

@@ -70,20 +70,29 @@ async def stored_cdr_ids(pipeline: LocalPipeline) -> list[str]:
     return [r["cdr_id"] for r in rows]
 
 
-async def wait_stored(pipeline: LocalPipeline, count: int, *, timeout: float, what: str = "CDRs stored") -> None:
+async def wait_stored(pipeline: LocalPipeline, count: int, *, timeout: float, what: str = "CDRs stored",
+                      stall_s: float | None = None) -> None:
+    """Until `count` CDRs of the pipeline are stored. With `stall_s`, give up early when the count
+    has not moved for that long (a lost record never arrives: no need to wait out `timeout`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    stored = 0
+    stored, last_change, last_stored = 0, loop.time(), -1
+    waited = f"after {timeout}s"
     while loop.time() < deadline:
         stored = len(await stored_cdr_ids(pipeline))
         if stored >= count:
             return
+        if stored != last_stored:
+            last_stored, last_change = stored, loop.time()
+        elif stall_s is not None and loop.time() - last_change > stall_s:
+            waited = f"and no progress for {stall_s}s"
+            break
         dead = {name: p.returncode for name, p in pipeline.processes.items() if p.poll() is not None}
         if dead and not getattr(pipeline, "expect_exits", False):
             raise AssertionError(f"{what}: processes exited {dead}; see {pipeline.work_dir}")
         await asyncio.sleep(0.25)
     report = await pipeline_report(pipeline)
-    raise AssertionError(f"{what}: {stored} of {count} after {timeout}s; logs in {pipeline.work_dir}\n{report}")
+    raise AssertionError(f"{what}: {stored} of {count} {waited}; logs in {pipeline.work_dir}\n{report}")
 
 
 async def pipeline_report(pipeline: LocalPipeline) -> str:
