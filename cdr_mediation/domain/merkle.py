@@ -56,6 +56,47 @@ def merkle_root(record_hashes: Sequence[str]) -> str:
     return level[0].hex()
 
 
+class MerkleAccumulator:
+    """The RFC 6962 root of a sequence of record hashes fed one by one, in O(log n) memory.
+
+    An export of ten million records must not hold ten million hashes (320 MB) to compute its
+    root. The accumulator keeps the roots of the perfect subtrees of the leaves so far (at most
+    one per height, heights decreasing left to right: the binary digits of the count); `root`
+    folds them right to left, which is exactly the RFC 6962 split at the largest power of two.
+    """
+
+    __slots__ = ("_stack", "_size")
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (height, subtree root), heights decreasing
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def add(self, record_hash: str) -> None:
+        self.add_leaf(leaf_hash(record_hash))
+
+    def add_leaf(self, leaf: bytes) -> None:
+        height, node = 0, leaf
+        stack = self._stack
+        while stack and stack[-1][0] == height:
+            node = node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+        self._size += 1
+
+    @property
+    def root(self) -> str:
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node.hex()
+
+
 class MerkleTree:
     """All levels of the tree, for serving many inclusion proofs of one export."""
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cdr_mediation.domain.merkle import (
     EMPTY_ROOT,
+    MerkleAccumulator,
     MerkleTree,
     inclusion_proof,
     merkle_root,
@@ -166,3 +167,33 @@ def test_agrees_with_the_recursive_definition(leaves: list[str], data: st.DataOb
         tampered = list(proof)
         tampered[position] = hashlib.sha256(bytes.fromhex(tampered[position])).hexdigest()
         assert not verify_inclusion(leaves[index], index, len(leaves), tampered, root)
+
+
+class TestAccumulator:
+    """The streaming root an export computes (O(log n) memory) equals the tree's root."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(min_size=32, max_size=32).map(bytes.hex), max_size=140))
+    def test_every_prefix_has_the_recursive_root(self, leaves: list[str]) -> None:
+        accumulator = MerkleAccumulator()
+        assert accumulator.root == EMPTY_ROOT
+        for n, leaf in enumerate(leaves, start=1):
+            accumulator.add(leaf)
+            assert (accumulator.size, accumulator.root) == (n, naive_root(leaves[:n]).hex())
+
+    def test_memory_stays_logarithmic(self) -> None:
+        accumulator = MerkleAccumulator()
+        for i in range(5_000):
+            accumulator.add(record(i))
+        assert accumulator.root == merkle_root([record(i) for i in range(5_000)])
+        assert len(accumulator._stack) == bin(5_000).count("1")
+
+    def test_a_changed_or_reordered_leaf_changes_the_root(self) -> None:
+        def root_of(hashes):
+            accumulator = MerkleAccumulator()
+            for h in hashes:
+                accumulator.add(h)
+            return accumulator.root
+
+        assert root_of(RECORDS) != root_of([*RECORDS[:3], RECORDS[4], RECORDS[3], *RECORDS[5:]])
+        assert root_of(RECORDS) != root_of([*RECORDS[:6], record(99)])
