@@ -1,0 +1,144 @@
+"""The checkpoint of one export file: what the HSM signs beside the file (DESIGN.md §5).
+
+It states, for one operator's file: which records it holds (count, first/last `chain_seq`, the
+RFC 6962 Merkle root over their `record_hash` values in chain order), where the chain stood at
+its last record (`head_chain_seq`, `head_hash`), their totals (the same figures as the hourly
+rollups, so file and rollups reconcile), the file's identity (name, sequence number, cut-off
+time) and the SHA-256 of the data file inside the ZIP. Its bytes are the RFC 8785 (JCS)
+serialisation of `to_dict()`: any implementation can rebuild and check them.
+
+`CheckpointBuilder` takes the file's entries one by one in chain order (a ten-million-record file
+is never held in memory: the Merkle root is accumulated in O(log n)), refusing an entry of
+another operator or out of chain order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from cdr_mediation.codecs.canonical_json import canonical_bytes
+from cdr_mediation.domain.merkle import EMPTY_ROOT, MerkleAccumulator
+from cdr_mediation.domain.rollup import ADJUSTMENT_TYPES, ORIGINAL, STATUSES
+
+CHECKPOINT_FORMAT = "cdr-mediation.checkpoint.v1"
+NO_HEAD_HASH = "0" * 64  # an empty file: no record, no head
+
+
+class CheckpointError(ValueError):
+    """An entry that cannot be part of this file (operator, order, currency, shape)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checkpoint:
+    operator_id: str
+    day: str  # YYYY-MM-DD (UTC, event time) the file covers
+    file_name: str
+    file_sequence: int
+    cut_off: str  # format_utc; also the CMS signing time
+    data_sha256: str  # of the data file inside the ZIP (the ZIP itself carries this checkpoint)
+    record_count: int
+    first_chain_seq: int | None
+    last_chain_seq: int | None
+    head_hash: str  # record_hash of the record at last_chain_seq (64 zeros for an empty file)
+    merkle_root: str
+    totals: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "operator_id": self.operator_id,
+            "day": self.day,
+            "file_name": self.file_name,
+            "file_sequence": self.file_sequence,
+            "cut_off": self.cut_off,
+            "data_sha256": self.data_sha256,
+            "record_count": self.record_count,
+            "first_chain_seq": self.first_chain_seq,
+            "last_chain_seq": self.last_chain_seq,
+            "head_hash": self.head_hash,
+            "merkle_root": self.merkle_root,
+            "totals": dict(self.totals),
+        }
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_bytes(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> "Checkpoint":
+        if value.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"format {value.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        fields = {field.name for field in dataclasses.fields(cls)}
+        if set(value) - {"format"} != fields:
+            raise CheckpointError(f"checkpoint members differ: {sorted(set(value) ^ (fields | {'format'}))}")
+        return cls(**{name: value[name] for name in fields})
+
+
+class CheckpointBuilder:
+    """Accumulates one file's entries in chain order; `finish` names the file and freezes."""
+
+    __slots__ = ("operator_id", "day", "_merkle", "_first", "_last", "_head", "_currency", "_counts",
+                 "_records", "_billable_records", "_billable_segments", "_amount", "_tax", "_adjustments")
+
+    def __init__(self, operator_id: str, day: str) -> None:
+        self.operator_id, self.day = operator_id, day
+        self._merkle = MerkleAccumulator()
+        self._first: int | None = None
+        self._last: int | None = None
+        self._head = NO_HEAD_HASH
+        self._currency: str | None = None
+        self._counts = dict.fromkeys(STATUSES, 0)
+        self._records = self._billable_records = self._billable_segments = self._amount = self._tax = 0
+        self._adjustments = dict.fromkeys(ADJUSTMENT_TYPES, 0)
+
+    def add(self, entry: Mapping[str, Any], record_hash: str) -> None:
+        seq = entry["chain_seq"]
+        if entry["operator_id"] != self.operator_id:
+            raise CheckpointError(f"chain_seq {seq}: entry of {entry['operator_id']!r} in the file of {self.operator_id!r}")
+        if self._last is not None and seq <= self._last:
+            raise CheckpointError(f"chain_seq {seq} after {self._last}: entries must come in increasing chain order")
+        currency = entry["currency"]
+        if self._currency is None:
+            self._currency = currency
+        elif currency != self._currency:
+            raise CheckpointError(f"chain_seq {seq}: currency {currency!r} in a {self._currency} file")
+        self._merkle.add(record_hash)  # validates the hash's form
+        if entry["record_type"] == ORIGINAL:
+            self._counts[entry["status"]] += 1
+            self._records += 1
+            if entry["billable"]:
+                self._billable_records += 1
+                self._billable_segments += entry["segments"]
+            self._amount += entry["amount_minor"]
+            self._tax += entry["tax_minor"]
+        elif entry["record_type"] in self._adjustments:
+            self._adjustments[entry["record_type"]] += 1
+        else:
+            raise CheckpointError(f"chain_seq {seq}: unknown record_type {entry['record_type']!r}")
+        if self._first is None:
+            self._first = seq
+        self._last, self._head = seq, record_hash
+
+    @property
+    def record_count(self) -> int:
+        return self._merkle.size
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "currency": self._currency,
+            "counts": dict(self._counts),
+            "records": self._records,
+            "billable_records": self._billable_records,
+            "billable_segments": self._billable_segments,
+            "amount_minor": self._amount,
+            "tax_minor": self._tax,
+            "adjustments": dict(self._adjustments),
+        }
+
+    def finish(self, *, file_name: str, file_sequence: int, cut_off: str, data_sha256: str) -> Checkpoint:
+        return Checkpoint(
+            operator_id=self.operator_id, day=self.day, file_name=file_name, file_sequence=file_sequence,
+            cut_off=cut_off, data_sha256=data_sha256, record_count=self.record_count,
+            first_chain_seq=self._first, last_chain_seq=self._last, head_hash=self._head,
+            merkle_root=self._merkle.root if self.record_count else EMPTY_ROOT, totals=self.totals(),
+        )
