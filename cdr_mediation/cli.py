@@ -176,7 +176,7 @@ def cmd_clock_tick(args: argparse.Namespace) -> int:
     process = start_process("clock", worker=False, metrics=False)
     settings = process.settings
     try:
-        at = tick_time(args.at, args.lag_s, dt.datetime.now(dt.timezone.utc))
+        at = tick_time(args.at, args.lag_s, dt.datetime.now(dt.timezone.utc), allow_future=args.allow_future)
     except ValueError as exc:
         print(f"cdrmed clock tick: {exc}", file=sys.stderr)
         return 2
@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--operator", action="append", required=True, help="operator id (repeatable)")
     tick.add_argument("--at", default=None, help="the instant, ISO 8601 with offset (e.g. 2026-11-01T12:00:00Z)")
     tick.add_argument("--lag-s", type=float, default=None, help="or: now minus this many seconds")
+    tick.add_argument("--allow-future", action="store_true",
+                      help="accept an instant more than an hour after the wall clock (refused by default)")
     tick.set_defaults(func=cmd_clock_tick)
     reconcile = sub.add_parser("reconcile", help="recompute a day's closed rollups from the stored CDRs, report differences")
     reconcile.add_argument("--day", required=True, type=dt.date.fromisoformat, help="UTC day, YYYY-MM-DD")

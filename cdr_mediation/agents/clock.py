@@ -20,11 +20,22 @@ from cdr_mediation.domain.cdr import format_utc, parse_utc
 from cdr_mediation.domain.rollup import ClockTick
 
 
-def tick_time(at: str | None, lag_s: float | None, now: dt.datetime) -> str:
-    """`at` (any ISO 8601 instant with an offset) or `now - lag_s`, as a `format_utc` string."""
+# A tick closes every hour up to it, and once in the topic it cannot be taken back: a typo'd
+# year would close hundreds of thousands of empty hours and make every real event after it late.
+MAX_AHEAD = dt.timedelta(hours=1)
+
+
+def tick_time(at: str | None, lag_s: float | None, now: dt.datetime, *, allow_future: bool = False) -> str:
+    """`at` (any ISO 8601 instant with an offset) or `now - lag_s`, as a `format_utc` string.
+
+    An instant more than `MAX_AHEAD` after `now` is refused unless `allow_future` (a replay of
+    recorded time, say, on a machine whose clock is behind)."""
     if (at is None) == (lag_s is None):
         raise ValueError("give exactly one of --at and --lag-s")
     moment = parse_utc(at) if at is not None else now - dt.timedelta(seconds=lag_s)
+    if moment > now + MAX_AHEAD and not allow_future:
+        raise ValueError(f"{format_utc(moment)} is more than {MAX_AHEAD} after now ({format_utc(now)}); "
+                         "a tick closes every hour before it for good (--allow-future if this is intended)")
     return format_utc(moment)
 
 

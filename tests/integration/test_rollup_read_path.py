@@ -80,7 +80,7 @@ async def _closed_hours(run: LocalPipeline) -> set[tuple[str, str]]:
 
 def _tick(run: LocalPipeline, operator_id: str, at: dt.datetime) -> None:
     result = subprocess.run([sys.executable, "-m", "cdr_mediation.cli", "clock", "tick", "--operator", operator_id,
-                             "--at", at.isoformat()], env={**os.environ, **run.env}, capture_output=True, text=True,
+                             "--at", at.isoformat(), "--allow-future"], env={**os.environ, **run.env}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
 

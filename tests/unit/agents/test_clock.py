@@ -23,3 +23,11 @@ def test_a_lag_counts_back_from_now() -> None:
 def test_exactly_one_of_at_and_lag(at, lag) -> None:
     with pytest.raises(ValueError, match="exactly one"):
         tick_time(at, lag, NOW)
+
+
+def test_a_tick_far_ahead_of_the_wall_clock_is_refused_unless_allowed() -> None:
+    assert tick_time("2026-11-22T13:00:00Z", None, NOW) == "2026-11-22T13:00:00.000Z"  # within the hour
+    for typo in ("2062-11-22T12:00:00Z", "2026-11-23T12:00:00Z"):
+        with pytest.raises(ValueError, match="allow-future"):
+            tick_time(typo, None, NOW)
+        assert tick_time(typo, None, NOW, allow_future=True) == typo.replace(":00Z", ":00.000Z")
