@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     hsm_token_label: str = "cdr-signing"
     hsm_pin: SecretStr = SecretStr("")
     hsm_softhsm2_conf: str = ""
+    # Which token key signs exports (docs/signing.md): Ed25519 (RFC 8419; byte-reproducible) or
+    # ECDSA P-256 (openssl cms -verify checks it; the signature value differs per signing).
+    export_signature_profile: Literal["ed25519", "ecdsa-p256"] = "ed25519"
+    hsm_cert_ed25519: Path | None = Field(None, description="PEM certificate bundle (leaf first) of the token's Ed25519 key")
+    hsm_cert_ecdsa_p256: Path | None = Field(None, description="PEM certificate bundle (leaf first) of the token's P-256 key")
+    hsm_ca_cert: Path | None = Field(None, description="PEM trust anchor the exporter checks its signatures against")
 
     sftp_host: str = "127.0.0.1"
     sftp_port: int = Field(22, ge=1, le=65535)

@@ -3,6 +3,11 @@
 `softhsm2-util` initialises the token; the keys are generated inside it by a child process
 (`python -m cdr_mediation.stack.hsm`), because SoftHSM2 reads SOFTHSM2_CONF once per process and
 the caller may already have loaded it for another token.
+
+The same child also issues the certificate chain the CMS signatures carry (docs/signing.md): a
+DEVELOPMENT root CA whose private key is a plain file in this state directory (mode 0600; never
+use it outside a local stack), and one leaf certificate per token key, binding the public key read
+from the token. Production replaces both with certificates from the operator's own PKI.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cdr_mediation.infra.hsm import (
@@ -39,6 +45,18 @@ class Hsm(Component):
     def conf_path(self) -> Path:
         return self.dir / "softhsm2.conf"
 
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.dir / "dev-root-ca.pem"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.dir / "dev-root-ca.key.pem"
+
+    def cert_paths(self) -> dict[SignatureProfile, Path]:
+        """One PEM per token key: the leaf (then intermediates, none in the dev chain)."""
+        return {profile: self.dir / f"{label}.pem" for profile, label in KEY_LABELS.items()}
+
     def hsm_config(self) -> HsmConfig:
         return HsmConfig(
             module_path=self.config.get("module", DEFAULT_MODULE),
@@ -64,7 +82,9 @@ class Hsm(Component):
         )
         self.state.update_manifest(self.name, {"module": DEFAULT_MODULE, "token_label": TOKEN_LABEL,
                                                "conf": str(self.conf_path),
-                                               "keys": {p.value: l for p, l in KEY_LABELS.items()}})
+                                               "keys": {p.value: l for p, l in KEY_LABELS.items()},
+                                               "ca_cert": str(self.ca_cert_path),
+                                               "certs": {p.value: str(path) for p, path in self.cert_paths().items()}})
         if not any(tokens.iterdir()):
             result = subprocess.run(
                 [util, "--init-token", "--free", "--label", TOKEN_LABEL,
@@ -97,7 +117,7 @@ class Hsm(Component):
         except (StackError, subprocess.TimeoutExpired, ValueError) as exc:
             return Health(False, endpoint, str(exc))
         bad = [name for name, ok in report.items() if not ok]
-        return Health(not bad, endpoint, f"sign/verify failed: {bad}" if bad else "")
+        return Health(not bad, endpoint, f"sign, then verify with the certificate's key, failed: {bad}" if bad else "")
 
     def stop(self) -> None:
         """Nothing runs: the token is files, used in-process through the PKCS#11 library."""
@@ -138,13 +158,148 @@ def provision(hsm: Hsm) -> dict:
 
 
 def check(hsm: Hsm) -> dict:
-    """Sign a probe with each key in the token and verify it with the public key alone."""
+    """Sign a probe with each key in the token and verify it with the key its certificate names."""
+    from cryptography import x509
+
     probe = b"cdr-mediation hsm health probe"
+    report = {}
     with HsmSigner(hsm.hsm_config()) as signer:
-        return {
-            label: verify(signer.public_key(label, profile), profile, probe, signer.sign(label, profile, probe))
-            for profile, label in KEY_LABELS.items()
-        }
+        for profile, label in KEY_LABELS.items():
+            try:
+                public_key = x509.load_pem_x509_certificate(hsm.cert_paths()[profile].read_bytes()).public_key()
+            except (OSError, ValueError):
+                report[label] = False  # no usable certificate: nobody could verify this key's signatures
+                continue
+            report[label] = verify(public_key, profile, probe, signer.sign(label, profile, probe))
+    return report
+
+
+# --- The development certificate chain ---------------------------------------------------------
+
+# Fixed validity, so issuing does not read the clock and replays of any past day verify: the
+# verifier checks certificates at the signing time, which is a file's cut-off.
+DEV_VALIDITY = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+DEV_ORGANISATION = "cdr-mediation local stack (DEVELOPMENT ONLY)"
+
+
+def dev_root_ca(ca_key):
+    """A self-signed root for the local stack: may sign leaves only (path length 0)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_ORGANISATION),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "cdr-mediation DEV root CA")])
+    public_key = ca_key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(DEV_VALIDITY[0]).not_valid_after(DEV_VALIDITY[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def dev_leaf_certificate(ca_key, ca_cert, public_key, key_label: str):
+    """A signing certificate for a key held in the token (only its public half is needed here)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_ORGANISATION),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, f"{key_label} export signing")]))
+        .issuer_name(ca_cert.subject).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(DEV_VALIDITY[0]).not_valid_after(DEV_VALIDITY[1])
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Export signatures are evidence: digitalSignature plus nonRepudiation (contentCommitment).
+        .add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _key_usage(**granted: bool):
+    from cryptography import x509
+
+    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+              "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{usage: granted.get(usage, False) for usage in usages})
+
+
+def provision_certificates(hsm: Hsm) -> dict:
+    """Issue whatever is missing or stale; keep every file that still matches (idempotent)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    issued = {}
+    if hsm.ca_key_path.exists():
+        ca_key = serialization.load_pem_private_key(hsm.ca_key_path.read_bytes(), password=None)
+        os.chmod(hsm.ca_key_path, 0o600)
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        _write_atomically(hsm.ca_key_path, ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), mode=0o600)
+    ca_cert = _load_certificate(hsm.ca_cert_path)
+    issued["ca"] = ca_cert is None or _spki(ca_cert.public_key()) != _spki(ca_key.public_key())
+    if issued["ca"]:
+        ca_cert = dev_root_ca(ca_key)
+        _write_atomically(hsm.ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+    with HsmSigner(hsm.hsm_config()) as signer:
+        for profile, path in hsm.cert_paths().items():
+            label = KEY_LABELS[profile]
+            token_key = signer.public_key(label, profile)
+            leaf = _load_certificate(path)
+            if leaf is not None and _spki(leaf.public_key()) == _spki(token_key) and _issued_by(leaf, ca_cert):
+                issued[label] = False
+                continue
+            leaf = dev_leaf_certificate(ca_key, ca_cert, token_key, label)
+            _write_atomically(path, leaf.public_bytes(serialization.Encoding.PEM), mode=0o644)
+            issued[label] = True
+    return issued
+
+
+def _load_certificate(path: Path):
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _spki(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _issued_by(certificate, issuer) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Readers (and a crash) see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # before any byte is written: O_CREAT's mode does not apply to a leftover tmp file
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
@@ -152,4 +307,7 @@ if __name__ == "__main__":
 
     action, root = sys.argv[1], Path(sys.argv[2])
     component = Hsm(StateDir(root))
-    print(json.dumps(provision(component) if action == "provision" else check(component)))
+    if action == "provision":
+        print(json.dumps({"keys": provision(component), "certificates": provision_certificates(component)}))
+    else:
+        print(json.dumps(check(component)))
