@@ -75,7 +75,7 @@ class RollupApply:
             key = operator_id.encode()
             futures = [await self.closed_topic.send(key=key, value=encode_rollup_closed(closed), force=True)
                        for closed in step.closed]
-            days = days_closed(step.closed)
+            days = days_closed(step.closed, state.days_closed)
             futures += [await self.day_closed_topic.send(key=key, value=encode_day_closed(day), force=True)
                         for day in days]
             for future in futures:

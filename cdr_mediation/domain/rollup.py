@@ -337,6 +337,14 @@ class RollupClosed:
                    value["closed_by"], value["watermark"])
 
 
+# A day (UTC) closes with the revision 0 of its last hour (domain/day_close.py).
+LAST_HOUR_SUFFIX = "T23:00:00.000Z"
+
+
+def closes_a_day(closed: RollupClosed) -> bool:
+    return closed.revision == 0 and closed.hour_start.endswith(LAST_HOUR_SUFFIX)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class OperatorRollupState:
     """Everything the rollup of one operator needs; one table value (see the module docstring).
@@ -352,6 +360,8 @@ class OperatorRollupState:
     * `open_hours`: hour -> totals so far, for hours after `closed_through`.
     * `pending_corrections`: hour -> late entries not emitted yet (a delta).
     * `revisions`: hour -> last correction revision emitted (only hours that had corrections).
+    * `days_closed`: how many days of this operator have closed (a day closes with the revision 0
+      of its last hour; `domain.day_close` numbers them with this count, in closing order).
     """
 
     operator_id: str
@@ -365,6 +375,7 @@ class OperatorRollupState:
     open_hours: Mapping[str, HourRollup] = dataclasses.field(default_factory=dict)
     pending_corrections: Mapping[str, HourRollup] = dataclasses.field(default_factory=dict)
     revisions: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    days_closed: int = 0
 
     @classmethod
     def initial(cls, operator_id: str) -> "OperatorRollupState":
@@ -386,6 +397,7 @@ class OperatorRollupState:
                 hour: self.pending_corrections[hour].to_dict() for hour in sorted(self.pending_corrections)
             },
             "revisions": {hour: self.revisions[hour] for hour in sorted(self.revisions)},
+            "days_closed": self.days_closed,
         }
 
     @classmethod
@@ -466,7 +478,8 @@ class _Run:
     """One `apply_entries` call: the state unpacked into mutable fields."""
 
     __slots__ = ("op", "grace_ms", "last_seq", "head_hash", "watermark", "currency", "first_hour",
-                 "closed_through", "open", "pending", "revisions", "next_hour", "threshold", "closed",
+                 "closed_through", "open", "pending", "revisions", "days_closed_before", "next_hour", "threshold",
+                 "closed",
                  "duplicates", "late", "applied")
 
     def __init__(self, state: OperatorRollupState, grace_ms: int) -> None:
@@ -477,6 +490,7 @@ class _Run:
         self.open = {hour: _Acc.of(rollup) for hour, rollup in state.open_hours.items()}
         self.pending = {hour: _Acc.of(rollup) for hour, rollup in state.pending_corrections.items()}
         self.revisions = dict(state.revisions)
+        self.days_closed_before = state.days_closed
         if self.closed_through is not None:
             self.next_hour: str | None = hour_after(self.closed_through)
         else:
@@ -633,6 +647,7 @@ class _Run:
                 hour: self.pending[hour].freeze(op, hour, currency) for hour in sorted(self.pending)
             },
             revisions={hour: self.revisions[hour] for hour in sorted(self.revisions)},
+            days_closed=self.days_closed_before + sum(1 for closed in self.closed if closes_a_day(closed)),
         )
         return RollupStep(state, tuple(self.closed), self.duplicates, self.late, self.applied)
 

@@ -84,7 +84,7 @@ async def _assert_each_day_closed_once_at_its_full_chain(run: LocalPipeline) -> 
     for (operator_id, _), versions in by_key.items():
         assert len(versions) == 1, f"{operator_id}: day closed with different values {versions}"
         (day,) = versions
-        assert (day.closed_by, day.chain_head_seq) == ("tick", heads[operator_id]), day
+        assert (day.closed_by, day.chain_head_seq, day.day_sequence) == ("tick", heads[operator_id], 1), day
 
 
 def _cdrmed(run: LocalPipeline, *args: str) -> subprocess.CompletedProcess:
