@@ -11,6 +11,7 @@ the store agent stops before committing its offsets.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import operator
 from collections.abc import AsyncIterator, Mapping, Sequence
 
@@ -125,6 +126,31 @@ async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 1
             f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 "
             "ORDER BY chain_seq LIMIT $3",
             operator_id, next_seq, page,
+        )
+        for row in rows:
+            yield row_to_mapping(row)
+        if len(rows) < page:
+            return
+        next_seq = rows[-1]["chain_seq"] + 1
+
+
+async def iter_day_entries(conn, operator_id: str, start: dt.datetime, end: dt.datetime, *, through_seq: int,
+                           page: int = 10_000) -> AsyncIterator[dict]:
+    """An operator's stored entries with `start <= done_at < end` and `chain_seq <= through_seq`,
+    in chain order, paged by chain_seq over the primary key (bounded memory for a day of tens of
+    millions). The day's chain_seq range comes from the (operator_id, done_at) index; entries of
+    neighbouring days interleaved in it are skipped by the filter."""
+    bounds = await conn.fetchrow(
+        "SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM cdr "
+        "WHERE operator_id = $1 AND done_at >= $2 AND done_at < $3", operator_id, start, end)
+    if bounds["lo"] is None:
+        return
+    next_seq, last_seq = bounds["lo"], min(bounds["hi"], through_seq)
+    while next_seq <= last_seq:
+        rows = await conn.fetch(
+            f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
+            "AND done_at >= $4 AND done_at < $5 ORDER BY chain_seq LIMIT $6",
+            operator_id, next_seq, last_seq, start, end, page,
         )
         for row in rows:
             yield row_to_mapping(row)
