@@ -1,0 +1,100 @@
+"""Export files and their lifecycle in PostgreSQL (migration 0003; domain/export_lifecycle.py).
+
+`ensure_export` records an export in PENDING when its day closes (idempotent: the same closed day
+again is a no-op; another file for the same day or the same sequence number is refused).
+`record_transition` asks the domain for the next state and appends it as the next step; the
+history is the audit trail. Two exporters racing on one file cannot both move it: the second
+insert of the same step fails on the primary key and reports `ConcurrentTransition`, and a step
+that does not start where the last one ended is refused by the database trigger as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any, Mapping
+
+import asyncpg
+
+from cdr_mediation.domain.day_close import DayClosed
+from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, next_state
+
+
+class ExportConflict(RuntimeError):
+    """A different export already holds this day, sequence number or file name."""
+
+
+class ConcurrentTransition(RuntimeError):
+    """Another process moved this export first; reload its state and decide again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportStep:
+    step: int
+    from_state: ExportState
+    event: ExportEvent
+    to_state: ExportState
+    detail: Mapping[str, Any]
+    actor: str
+    at: dt.datetime
+
+
+async def ensure_export(conn, closed: DayClosed, file_name: str) -> bool:
+    """Record the export of a closed day in PENDING; True if it is new."""
+    day = dt.date.fromisoformat(closed.day)
+    try:
+        status = await conn.execute(
+            "INSERT INTO export_file (operator_id, day, day_sequence, file_name, day_closed) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (operator_id, day) DO NOTHING",
+            closed.operator_id, day, closed.day_sequence, file_name, json.dumps(closed.to_dict(), sort_keys=True))
+    except asyncpg.UniqueViolationError as exc:  # same sequence or file name for another day
+        raise ExportConflict(f"{file_name}: {exc.detail or exc}") from None
+    if status.endswith(" 1"):
+        return True
+    stored = await conn.fetchrow("SELECT day_sequence, file_name, day_closed FROM export_file "
+                                 "WHERE operator_id = $1 AND day = $2", closed.operator_id, day)
+    if (stored["day_sequence"], stored["file_name"], json.loads(stored["day_closed"])) != (
+            closed.day_sequence, file_name, closed.to_dict()):
+        raise ExportConflict(f"{closed.operator_id} {closed.day}: already exported as {stored['file_name']} "
+                             f"(sequence {stored['day_sequence']}), not as {file_name}")
+    return False
+
+
+async def current_state(conn, operator_id: str, day: str) -> tuple[ExportState, int]:
+    """The export's state and the number of steps taken (0: still PENDING as created)."""
+    row = await conn.fetchrow(
+        "SELECT f.operator_id, t.to_state, t.step FROM export_file f LEFT JOIN LATERAL ("
+        "  SELECT to_state, step FROM export_transition t WHERE t.operator_id = f.operator_id AND t.day = f.day"
+        "  ORDER BY step DESC LIMIT 1) t ON true WHERE f.operator_id = $1 AND f.day = $2",
+        operator_id, dt.date.fromisoformat(day))
+    if row is None:
+        raise LookupError(f"no export of {operator_id} for {day}")
+    if row["step"] is None:
+        return ExportState.PENDING, 0
+    return ExportState(row["to_state"]), row["step"]
+
+
+async def record_transition(conn, operator_id: str, day: str, event: ExportEvent, *, actor: str,
+                            detail: Mapping[str, Any] | None = None) -> ExportState:
+    """Move the export by `event` (the domain's table decides; `IllegalTransition` if it may not)
+    and append the step with its evidence. Returns the new state."""
+    state, step = await current_state(conn, operator_id, day)
+    target = next_state(state, event)
+    try:
+        await conn.execute(
+            "INSERT INTO export_transition (operator_id, day, step, from_state, event, to_state, detail, actor) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
+            operator_id, dt.date.fromisoformat(day), step + 1, state.value, ExportEvent(event).value, target.value,
+            json.dumps(dict(detail or {}), sort_keys=True), actor)
+    except (asyncpg.UniqueViolationError, asyncpg.RaiseError) as exc:
+        raise ConcurrentTransition(f"{operator_id} {day}: step {step + 1} from {state.value} lost a race ({exc})") from None
+    return target
+
+
+async def history(conn, operator_id: str, day: str) -> list[ExportStep]:
+    rows = await conn.fetch(
+        "SELECT step, from_state, event, to_state, detail, actor, at FROM export_transition "
+        "WHERE operator_id = $1 AND day = $2 ORDER BY step", operator_id, dt.date.fromisoformat(day))
+    return [ExportStep(r["step"], ExportState(r["from_state"]), ExportEvent(r["event"]), ExportState(r["to_state"]),
+                       json.loads(r["detail"]), r["actor"], r["at"]) for r in rows]
