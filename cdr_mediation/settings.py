@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(1.0, gt=0)
 
     worker_agents: str = Field("ingest,store,rollup,rollup-store",
-                               pattern=r"^(ingest|store|rollup|rollup-store)(,(ingest|store|rollup|rollup-store))*$",
+                               pattern=r"^(ingest|store|rollup|rollup-store|exporter)(,(ingest|store|rollup|rollup-store|exporter))*$",
                                description="which agents this worker runs (comma-separated); store and rollup "
                                            "both read the CDR topic and must run in the same workers")
     worker_solo: bool = Field(False, description="this worker is alone in its consumer group (benchmarks, tools): "
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     hsm_cert_ed25519: Path | None = Field(None, description="PEM certificate bundle (leaf first) of the token's Ed25519 key")
     hsm_cert_ecdsa_p256: Path | None = Field(None, description="PEM certificate bundle (leaf first) of the token's P-256 key")
     hsm_ca_cert: Path | None = Field(None, description="PEM trust anchor the exporter checks its signatures against")
+    hsm_key_ed25519: str = Field("cdr-export-ed25519", description="label of the token's Ed25519 signing key")
+    hsm_key_ecdsa_p256: str = Field("cdr-export-p256", description="label of the token's P-256 signing key")
+    export_config_file: Path | None = Field(None, description="export configuration (cdr-mediation.export-config.v1 JSON)")
+    export_dir: Path | None = Field(None, description="where export files are built (default: <data_dir>/exports)")
 
     sftp_host: str = "127.0.0.1"
     sftp_port: int = Field(22, ge=1, le=65535)
@@ -173,6 +177,12 @@ def check_worker_startup(settings: Settings) -> None:
             "(set CDR_AI_MODEL_REGISTRY_ENTRY to the registered model, or set AI_ENABLED=false); "
             "refusing to start"
         )
+    if "exporter" in settings.agents and settings.export_enabled:
+        missing = [name for name, value in (("CDR_EXPORT_CONFIG_FILE", settings.export_config_file),
+                                            ("CDR_HSM_CA_CERT", settings.hsm_ca_cert),
+                                            (signing_cert_setting(settings), signing_cert(settings))) if value is None]
+        if missing:
+            raise StartupRefused(f"the exporter needs {', '.join(missing)} (or CDR_EXPORT_ENABLED=false)")
     if "ingest" in settings.agents and settings.pricing_file is None:
         raise StartupRefused("the ingest agent needs a pricing snapshot: set CDR_PRICING_FILE")
     if ("store" in settings.agents) != ("rollup" in settings.agents) and not settings.worker_solo:
@@ -180,3 +190,16 @@ def check_worker_startup(settings: Settings) -> None:
         # one of them would be assigned CDR partitions the other step then never sees.
         raise StartupRefused("the store and rollup agents read the same topic and must run in the same workers: "
                              "set CDR_WORKER_AGENTS to include both or neither")
+
+
+def signing_cert_setting(settings: Settings) -> str:
+    return "CDR_HSM_CERT_ED25519" if settings.export_signature_profile == "ed25519" else "CDR_HSM_CERT_ECDSA_P256"
+
+
+def signing_cert(settings: Settings) -> Path | None:
+    """The certificate bundle of the key the chosen profile signs with."""
+    return settings.hsm_cert_ed25519 if settings.export_signature_profile == "ed25519" else settings.hsm_cert_ecdsa_p256
+
+
+def signing_key_label(settings: Settings) -> str:
+    return settings.hsm_key_ed25519 if settings.export_signature_profile == "ed25519" else settings.hsm_key_ecdsa_p256

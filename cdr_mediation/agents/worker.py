@@ -51,6 +51,14 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ..
         tables.append(ROLLUP_TABLE)
     if "rollup-store" in settings.agents:
         rollup_store.register(app, settings, readiness)
+    if "exporter" in settings.agents:
+        if settings.export_enabled:
+            from cdr_mediation.agents import exporter
+
+            exporter.register(app, settings, readiness)
+        else:
+            # Not started at all: closed days wait in Kafka until exports are enabled again.
+            log.warning("exporter not started: CDR_EXPORT_ENABLED=false")
 
     @app.page("/readyz")
     async def ready(web, request):

@@ -36,6 +36,24 @@ def pricing_document(operators: Sequence[str]) -> dict:
     }
 
 
+def export_config_document(operators: Sequence[str], namespace: str) -> dict:
+    """An export configuration for the run's operators. TADIG codes are derived from the
+    namespace and the operator's position, so file names of different runs sharing one database
+    do not collide (they are unique, as real TADIG codes are)."""
+    def tadig(operator_id: str) -> str:
+        seed = uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{operator_id}").hex
+        return "".join(chr(65 + int(c, 16)) for c in seed[:3]) + seed[3:5].upper()
+
+    return {
+        "format": "cdr-mediation.export-config.v1",
+        "recipient": "ATRAA",
+        "test_data": True,
+        "operators": {op: {"sender": tadig(op), "time_zone": "+0000", "currency": "EUR",
+                           "currency_exponent": 2, "tap_decimal_places": 2}
+                      for op in operators},
+    }
+
+
 class LocalPipeline:
     def __init__(self, stack_env: dict[str, str], work_dir: Path, *, operators: int = 4, partitions: int = 4,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -45,6 +63,8 @@ class LocalPipeline:
         self.operators = tuple(f"{self.namespace}-op{n}" for n in range(operators))
         pricing = self.work_dir / "pricing.json"
         pricing.write_text(json.dumps(pricing_document(self.operators)))
+        export_config = self.work_dir / "export-config.json"
+        export_config.write_text(json.dumps(export_config_document(self.operators, self.namespace)))
         self.inbox = DlrInbox(stream=f"DLR_{self.namespace}", subject_root=f"{self.namespace}.dlr.v1")
         self.env = {
             **stack_env,
@@ -53,6 +73,7 @@ class LocalPipeline:
             "CDR_NATS_STREAM": self.inbox.stream,
             "CDR_NATS_SUBJECT_ROOT": self.inbox.subject_root,
             "CDR_PRICING_FILE": str(pricing),
+            "CDR_EXPORT_CONFIG_FILE": str(export_config),
             "CDR_PARTITIONS": str(partitions),
             "CDR_METRICS_PORT": "0",
             **(extra_env or {}),

@@ -108,3 +108,15 @@ def test_worker_agents_are_validated():
 def test_both_ai_flag_spellings_must_agree():
     with pytest.raises(SettingsError, match="disagrees"):
         Settings.load({"AI_ENABLED": "true", "CDR_AI_ENABLED": "false"})
+
+
+def test_an_exporter_refuses_to_start_without_its_configuration_and_certificates(tmp_path):
+    base = {"CDR_WORKER_AGENTS": "exporter"}
+    with pytest.raises(StartupRefused, match="CDR_EXPORT_CONFIG_FILE, CDR_HSM_CA_CERT, CDR_HSM_CERT_ED25519"):
+        check_worker_startup(Settings.load(base))
+    with pytest.raises(StartupRefused, match="CDR_HSM_CERT_ECDSA_P256"):
+        check_worker_startup(Settings.load({**base, "CDR_EXPORT_SIGNATURE_PROFILE": "ecdsa-p256",
+                                            "CDR_EXPORT_CONFIG_FILE": str(tmp_path), "CDR_HSM_CA_CERT": str(tmp_path)}))
+    check_worker_startup(Settings.load({**base, "CDR_EXPORT_ENABLED": "false"}))  # disabled: nothing needed
+    with pytest.raises(SettingsError):
+        Settings.load({"CDR_EXPORT_SIGNATURE_PROFILE": "rsa"})

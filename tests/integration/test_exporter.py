@@ -1,0 +1,145 @@
+"""The exporter agent on the real stack: DLRs → CDRs → a closed day → a built, HSM-signed export
+that verifies against the stack's CA; with exports disabled nothing is built, and the closed day
+waits in Kafka until they are enabled."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER
+from cdr_mediation.domain.checkpoint import Checkpoint
+from cdr_mediation.domain.synthetic import synthetic_dlrs
+from cdr_mediation.infra.cms_verify import load_trust_anchors, public_key_id, verify_checkpoint, verify_detached
+from cdr_mediation.stack.pipeline import LocalPipeline
+from tests.integration.support.observe import expected_cdr_ids, wait_stored
+
+DAY = dt.datetime(2026, 10, 20, tzinfo=dt.timezone.utc)
+DLRS = 600
+AGENTS = "ingest,store,rollup,rollup-store,exporter"
+
+
+async def _exports(run: LocalPipeline) -> dict[str, str]:
+    """Operator → current export state of DAY (absent: no export recorded)."""
+    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+    try:
+        rows = await conn.fetch(
+            "SELECT f.operator_id, coalesce((SELECT to_state FROM export_transition t WHERE t.operator_id = f.operator_id "
+            "AND t.day = f.day ORDER BY step DESC LIMIT 1), 'PENDING') AS state FROM export_file f "
+            "WHERE f.operator_id LIKE $1 AND f.day = $2", f"{run.namespace}-%", DAY.date())
+    finally:
+        await conn.close()
+    return {r["operator_id"]: r["state"] for r in rows}
+
+
+async def _day_cdrs(run: LocalPipeline, operator_id: str) -> int:
+    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+    try:
+        return await conn.fetchval("SELECT count(*) FROM cdr WHERE operator_id = $1 AND done_at >= $2 AND done_at < $3",
+                                   operator_id, DAY, DAY + dt.timedelta(days=1))
+    finally:
+        await conn.close()
+
+
+async def _until(condition, *, timeout: float, what: str):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} within {timeout}s")
+        await asyncio.sleep(0.5)
+
+
+def _tick(run: LocalPipeline) -> None:
+    at = (DAY + dt.timedelta(days=1, hours=2, minutes=1)).isoformat()
+    result = subprocess.run([sys.executable, "-m", "cdr_mediation.cli", "clock", "tick", "--at", at, "--allow-future",
+                             *[arg for op in run.operators for arg in ("--operator", op)]],
+                            env={**os.environ, **run.env}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+async def _day_of_traffic(run: LocalPipeline) -> None:
+    # Event times spread over the day (08:00 to ~20:00), so the day closes only with the tick.
+    traffic = list(synthetic_dlrs(seed=7, start=DAY + dt.timedelta(hours=8), count=DLRS, operators=run.operators,
+                                  spacing_ms=72_000, id_prefix=f"{run.namespace}-exp"))
+    documents = [json.dumps(d).encode() for d in traffic]
+    await run.publish(documents, msg_ids=[d["dlr_id"] for d in traffic])
+    await wait_stored(run, len(expected_cdr_ids(run, documents)), timeout=240, what="CDRs of the day")
+
+
+@pytest.mark.slow
+async def test_a_closed_day_becomes_a_signed_export_that_verifies(stack_env, stack, tmp_path):
+    run = LocalPipeline(stack_env, tmp_path, operators=2, partitions=2)
+    try:
+        run.start("bridge", "bridge")
+        run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
+        await _day_of_traffic(run)
+        _tick(run)
+        states = await _until(lambda: _signed(run), timeout=240, what="both operators' exports SIGNED")
+        assert set(states) == set(run.operators)
+
+        anchors = load_trust_anchors(Path(run.env["CDR_HSM_CA_CERT"]).read_bytes())
+        for operator_id in run.operators:
+            folder = run.work_dir / "worker-data" / "exports" / operator_id
+            (zip_path,) = folder.glob("*.zip")
+            assert zip_path.name.startswith("TD")  # the run's configuration marks test data
+            content = zip_path.read_bytes()
+            verified = verify_detached(zip_path.with_name(zip_path.name + ".p7s").read_bytes(), content, anchors)
+            assert verified.signing_time == DAY + dt.timedelta(days=1)  # the cut-off, not the clock
+            with zipfile.ZipFile(zip_path) as archive:
+                checkpoint_bytes = archive.read(CHECKPOINT_MEMBER)
+            checkpoint = Checkpoint.from_dict(json.loads(checkpoint_bytes))
+            assert checkpoint.record_count == await _day_cdrs(run, operator_id) > 0
+            assert checkpoint.file_sequence == 1
+            signature = zip_path.with_name(zip_path.name.removesuffix(".zip") + ".checkpoint.sig").read_bytes()
+            verify_checkpoint(checkpoint_bytes, signature, public_key_id(verified.signer), verified.signer)
+    finally:
+        run.stop_all()
+
+
+async def _signed(run: LocalPipeline) -> dict[str, str] | None:
+    states = await _exports(run)
+    return states if len(states) == len(run.operators) and set(states.values()) == {"SIGNED"} else None
+
+
+@pytest.mark.slow
+async def test_with_exports_disabled_nothing_is_built_and_the_day_waits_in_kafka(stack_env, stack, tmp_path):
+    run = LocalPipeline(stack_env, tmp_path, operators=2, partitions=2)
+    try:
+        run.start("bridge", "bridge")
+        run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS, CDR_EXPORT_ENABLED="false")
+        await _day_of_traffic(run)
+        _tick(run)
+
+        async def day_closed_stored():  # the rollup store has the day's last hour: the day closed
+            conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+            try:
+                return await conn.fetchval(
+                    "SELECT count(*) FROM rollup_closed WHERE operator_id LIKE $1 AND hour_start = $2",
+                    f"{run.namespace}-%", DAY + dt.timedelta(hours=23)) == len(run.operators)
+            finally:
+                await conn.close()
+
+        await _until(day_closed_stored, timeout=120, what="the day closed")
+        assert "exporter not started: CDR_EXPORT_ENABLED=false" in run.log_path("worker").read_text()
+        assert await _exports(run) == {}
+        assert not (run.work_dir / "worker-data" / "exports").exists()
+
+        # Enabled again: the closed days waiting in Kafka are exported.
+        run.kill("worker", sig=15)
+        run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
+        await _until(lambda: _signed(run), timeout=240, what="exports after enabling")
+    finally:
+        run.stop_all()
