@@ -65,7 +65,7 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     summary = await asyncio.to_thread(export_format.write, data_path, header, records)
 
     checkpoint = builder.finish(file_name=name, file_sequence=closed.day_sequence, cut_off=format_utc(cut_off),
-                                data_sha256=await asyncio.to_thread(_sha256, data_path))
+                                data_sha256=await asyncio.to_thread(file_sha256, data_path))
     totals = checkpoint.totals
     written = (summary.record_count, summary.total_amount_minor, summary.total_tax_minor)
     counted = (checkpoint.record_count, totals["amount_minor"], totals["tax_minor"])
@@ -75,7 +75,7 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     zip_path = out_dir / f"{name}.zip"
     members = [ZipMember(data_path.name, path=data_path), ZipMember(CHECKPOINT_MEMBER, data=checkpoint.canonical_bytes())]
     await asyncio.to_thread(write_export_zip, zip_path, members, cut_off)
-    return BuiltExport(name, zip_path, await asyncio.to_thread(_sha256, zip_path), data_path.name, checkpoint)
+    return BuiltExport(name, zip_path, await asyncio.to_thread(file_sha256, zip_path), data_path.name, checkpoint)
 
 
 def _records_for_thread(entries: AsyncIterator[dict], builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):
@@ -96,7 +96,7 @@ def _records_for_thread(entries: AsyncIterator[dict], builder: CheckpointBuilder
             yield Cdr.from_entry(entry)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as source:
         for block in iter(lambda: source.read(1 << 20), b""):

@@ -28,7 +28,7 @@ from pathlib import Path
 import faust
 from prometheus_client import Counter, Histogram
 
-from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export
+from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export, file_sha256
 from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import PostgresSink, SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_day_closed
@@ -108,7 +108,7 @@ class Exporter:
         steps = await self.sink.commit(lambda conn: history(conn, closed.operator_id, closed.day))
         recorded = next(step.detail for step in reversed(steps) if step.event is ExportEvent.BUILT)
         path = self._dir(closed) / f"{name}.zip"
-        if not path.exists() or _sha256(path) != recorded["zip_sha256"]:
+        if not path.exists() or file_sha256(path) != recorded["zip_sha256"]:
             built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
             if built.zip_sha256 != recorded["zip_sha256"]:
                 raise RuntimeError(f"{name}: rebuilt ZIP {built.zip_sha256} differs from the recorded "
@@ -157,14 +157,6 @@ class Exporter:
 def _checkpoint_member(zip_path: Path) -> bytes:
     with zipfile.ZipFile(zip_path) as archive:
         return archive.read(CHECKPOINT_MEMBER)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def register(app: faust.App, settings: Settings, readiness: SinkReadiness) -> None:

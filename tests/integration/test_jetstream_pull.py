@@ -62,8 +62,14 @@ async def test_every_message_once_in_stream_order_in_bounded_batches_and_all_ack
         batches = await _drain(puller, len(bodies))
         assert [m.data for b in batches for m in b] == bodies
         assert max(len(b) for b in batches) == 100
-        await nc.flush()
-        info = await js.consumer_info(stream, "bridge")
+        # The server applies acks asynchronously (JetStream's own queue): wait until it has.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            info = await js.consumer_info(stream, "bridge")
+            if (info.num_ack_pending, info.num_pending) == (0, 0) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert (info.num_ack_pending, info.num_pending) == (0, 0)
     finally:
         await puller.stop()

@@ -25,8 +25,12 @@ from tests.integration.support.observe import read_topic
 
 def chain_breaks_in_topic(records) -> dict[str, dict]:
     """Per operator: records, entries, re-emitted entries, and each break (seq jumps) with its offset."""
-    report: dict[str, dict] = defaultdict(lambda: {"records": 0, "entries": 0, "re_emitted": 0, "breaks": []})
+    report: dict[str, dict] = defaultdict(lambda: {"records": 0, "entries": 0, "re_emitted": 0, "breaks": [],
+                                                   "forks": []})
     highest: dict[str, int] = {}
+    # The first (hash, partition, offset) seen per (operator, chain_seq): a re-emission must repeat
+    # the hash; another hash at the same place is a fork (two versions of the chain in the topic).
+    first_seen: dict[tuple[str, int], tuple[str, int, int]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         try:
             decoded = decode_cdr_topic_record(record.value)
@@ -39,6 +43,12 @@ def chain_breaks_in_topic(records) -> dict[str, dict]:
         operator_id = (record.key or b"").decode("utf-8", "replace")
         seqs = [entry["chain_seq"] for entry, _ in decoded]
         item = report[operator_id]
+        for entry, digest in decoded:
+            seen = first_seen.setdefault((operator_id, entry["chain_seq"]), (digest, record.partition, record.offset))
+            if seen[0] != digest and len(item["forks"]) < 5:
+                item["forks"].append({"chain_seq": entry["chain_seq"], "cdr_id": entry["cdr_id"],
+                                      "first": {"hash": seen[0], "partition": seen[1], "offset": seen[2]},
+                                      "then": {"hash": digest, "partition": record.partition, "offset": record.offset}})
         item["records"] += 1
         item["entries"] += len(seqs)
         top = highest.get(operator_id, 0)
@@ -93,10 +103,25 @@ async def write_forensics(run: LocalPipeline) -> str:
     cdr_topic, dlr_topic = run.topic("cdr.v1"), run.topic("dlr.v1")
     cdr_records = await read_topic(bootstrap, cdr_topic)
     chains = chain_breaks_in_topic(cdr_records)
-    changelogs, rollup_heads = {}, {}
+    changelogs, rollup_heads, ingest_regressions = {}, {}, {}
     for table in ("ingest-state", "rollup-state"):
         records = await read_topic(bootstrap, f"{app_id}-{table}-changelog")
         changelogs[table] = dict(sorted(Counter(r.partition for r in records).items()))
+        if table == "ingest-state":
+            # An operator's ingest state must only move forward in its changelog; a state written
+            # with a lower chain_seq after a higher one means a worker worked from stale state.
+            last: dict[str, tuple[int, int, int]] = {}
+            for record in records:
+                if not record.key or not record.key.startswith(b'"state:') or not record.value:
+                    continue
+                operator_id, value = json.loads(record.key)[len("state:"):], json.loads(record.value)
+                now = (value["chain_seq"], value["applied_offset"], record.offset)
+                before = last.get(operator_id)
+                if before is not None and (now[0] < before[0] or now[1] < before[1]):
+                    ingest_regressions.setdefault(operator_id, []).append(
+                        {"changelog_offset": record.offset, "from": {"chain_seq": before[0], "applied_offset": before[1]},
+                         "to": {"chain_seq": now[0], "applied_offset": now[1]}})
+                last[operator_id] = now
         if table == "rollup-state":  # the last state per operator, as a fresh restore would see it
             for record in records:
                 value = json.loads(record.value) if record.value else {}
@@ -107,12 +132,15 @@ async def write_forensics(run: LocalPipeline) -> str:
         "chains_in_cdr_topic": chains,
         "changelog_records": changelogs,
         "rollup_state_in_changelog": rollup_heads,
+        "ingest_state_regressions": ingest_regressions,
         "committed": await committed_offsets(bootstrap, app_id, [dlr_topic, cdr_topic]),
         "stored": await stored_chain_gaps(run.env["CDR_PG_DSN"], f"{run.namespace}-"),
     }
     (run.work_dir / "forensics.json").write_text(json.dumps(report, indent=2, default=str))
-    broken = {op: item["breaks"][:3] for op, item in chains.items() if item["breaks"]}
-    return (f"forensics ({run.work_dir / 'forensics.json'}): chain breaks in the CDR topic: {broken or 'none'}; "
+    broken = {op: {"breaks": item["breaks"][:3], "forks": item["forks"][:3]}
+              for op, item in chains.items() if item["breaks"] or item["forks"]}
+    return (f"forensics ({run.work_dir / 'forensics.json'}): chain breaks and forks in the CDR topic: {broken or 'none'}; "
             f"CDR topic records per partition {report['cdr_topic_records']}; changelog records {changelogs}; "
             f"rollup heads in the changelog {rollup_heads}; "
+            f"ingest states going backwards in the changelog {({k: v[:3] for k, v in ingest_regressions.items()}) or 'none'}; "
             f"committed {report['committed']}; stored (the last missing_from is past the head) {report['stored']}")
