@@ -29,6 +29,7 @@ from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from tests.integration.support.forensics import write_forensics
 from tests.integration.support.observe import expected_cdr_ids, read_topic, stored_cdr_ids, wait_stored
+from tests.integration.support.processes import eventually
 from tests.integration.support.supervise import restart_exited
 from tests.integration.support.traffic import publish_steadily
 
@@ -69,14 +70,12 @@ async def _assert_each_day_closed_once_at_its_full_chain(run: LocalPipeline) -> 
             f"{run.namespace}-%")}
     finally:
         await conn.close()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while True:  # the day closes are sent before the closing state is written; wait for all
+    async def every_operators_day():  # sent before the closing state is written; wait for all
         records = await read_topic(run.env["CDR_KAFKA_BOOTSTRAP"], run.topic("day.closed.v1"))
         days = [decode_day_closed(r.value) for r in records]
-        if {d.operator_id for d in days} == set(run.operators) or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.5)
+        return days if {d.operator_id for d in days} == set(run.operators) else None
+
+    days = await eventually(every_operators_day, timeout=120, what="a day-closed record of every operator")
     by_key: dict[tuple[str, str], set] = {}
     for day in days:
         by_key.setdefault(day.key, set()).add(day)

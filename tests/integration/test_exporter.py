@@ -22,6 +22,7 @@ from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.infra.cms_verify import load_trust_anchors, public_key_id, verify_checkpoint, verify_detached
 from cdr_mediation.stack.pipeline import LocalPipeline
 from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.processes import eventually
 
 DAY = dt.datetime(2026, 10, 20, tzinfo=dt.timezone.utc)
 DLRS = 600
@@ -50,18 +51,6 @@ async def _day_cdrs(run: LocalPipeline, operator_id: str) -> int:
         await conn.close()
 
 
-async def _until(condition, *, timeout: float, what: str):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        await asyncio.sleep(0.5)
-
-
 def _tick(run: LocalPipeline) -> None:
     at = (DAY + dt.timedelta(days=1, hours=2, minutes=1)).isoformat()
     result = subprocess.run([sys.executable, "-m", "cdr_mediation.cli", "clock", "tick", "--at", at, "--allow-future",
@@ -87,7 +76,7 @@ async def test_a_closed_day_becomes_a_signed_export_that_verifies(stack_env, sta
         run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
         await _day_of_traffic(run)
         _tick(run)
-        states = await _until(lambda: _signed(run), timeout=240, what="both operators' exports SIGNED")
+        states = await eventually(lambda: _signed(run), timeout=240, what="both operators' exports SIGNED")
         assert set(states) == set(run.operators)
 
         anchors = load_trust_anchors(Path(run.env["CDR_HSM_CA_CERT"]).read_bytes())
@@ -132,7 +121,7 @@ async def test_with_exports_disabled_nothing_is_built_and_the_day_waits_in_kafka
             finally:
                 await conn.close()
 
-        await _until(day_closed_stored, timeout=120, what="the day closed")
+        await eventually(day_closed_stored, timeout=120, what="the day closed")
         assert "exporter not started: CDR_EXPORT_ENABLED=false" in run.log_path("worker").read_text()
         assert await _exports(run) == {}
         assert not (run.work_dir / "worker-data" / "exports").exists()
@@ -140,6 +129,6 @@ async def test_with_exports_disabled_nothing_is_built_and_the_day_waits_in_kafka
         # Enabled again: the closed days waiting in Kafka are exported.
         run.kill("worker", sig=15)
         run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
-        await _until(lambda: _signed(run), timeout=240, what="exports after enabling")
+        await eventually(lambda: _signed(run), timeout=240, what="exports after enabling")
     finally:
         run.stop_all()

@@ -11,6 +11,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cdr_mediation.infra.jetstream_pull import PullBatches
 from cdr_mediation.infra.nats import ensure_pull_consumer
+from tests.integration.support.processes import eventually
 
 
 @pytest.fixture
@@ -63,14 +64,11 @@ async def test_every_message_once_in_stream_order_in_bounded_batches_and_all_ack
         assert [m.data for b in batches for m in b] == bodies
         assert max(len(b) for b in batches) == 100
         # The server applies acks asynchronously (JetStream's own queue): wait until it has.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
+        async def all_acked():
             info = await js.consumer_info(stream, "bridge")
-            if (info.num_ack_pending, info.num_pending) == (0, 0) or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert (info.num_ack_pending, info.num_pending) == (0, 0)
+            return (info.num_ack_pending, info.num_pending) == (0, 0)
+
+        await eventually(all_acked, timeout=10, what="every delivered message acked, none pending")
     finally:
         await puller.stop()
 
