@@ -22,8 +22,9 @@ from cdr_mediation.codecs.records import DeadLetterRecord, UndecodableRecord, de
 from cdr_mediation.domain.ingest import BatchStep
 from cdr_mediation.domain.pricing import PricingSnapshot
 from cdr_mediation.settings import Settings
-from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTableView
+from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTable, IngestTableView
 from cdr_mediation.topology.topics import CDR, DLR, DLR_DEAD_LETTER
+from cdr_mediation.topology.transport import resume_from_table
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
     dlr_topic = raw_topic(app, DLR.named(prefix).name)
     cdr_topic = raw_topic(app, CDR.named(prefix).name)
     dlq_topic = raw_topic(app, DLR_DEAD_LETTER.named(prefix).name)
-    table = app.Table(INGEST_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
+    table = app.tables.add(IngestTable(app, name=INGEST_TABLE.name, default=None, beacon=app.tables.beacon,
+                                       partitions=settings.partitions, key_type=str))
     view = IngestTableView(table, app)
+    resume_from_table(app, dlr_topic.get_topic_name(), view.resume_offset)
 
     @app.agent(dlr_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, List, Mapping
+import weakref
+from typing import Any, Callable, List, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -96,6 +97,29 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return {tp: max(listed[tp], fetched.get(tp, listed[tp])) for tp in listed}
 
 
+RESUMED_BEHIND_COMMIT = Counter("cdr_consumer_resumed_behind_commit_total",
+                                "Partitions resumed before their committed offset because the table "
+                                "that consumes them had not applied the records in between")
+
+# Per Faust app: source topic name → function(partition) → offset to resume from, or None.
+_RESUME_POSITIONS: "weakref.WeakKeyDictionary[Any, dict[str, Callable[[int], int | None]]]" = weakref.WeakKeyDictionary()
+
+
+def resume_from_table(app, topic_name: str, position_of: Callable[[int], int | None]) -> None:
+    """Let a table decide where `topic_name`'s partitions resume after every seek to committed
+    offsets (assignment, end of recovery, flow stopped): at `position_of(partition)` whenever
+    that is before the committed offset.
+
+    The committed offset says which records were acknowledged; only the table knows which
+    records its state reflects. They differ when a restore missed the newest changelog records,
+    and resuming at the committed offset would then skip records for good."""
+    _RESUME_POSITIONS.setdefault(app, {})[topic_name] = position_of
+
+
+SEEKS_WITH_FLOW_STOPPED = Counter("cdr_consumer_seeks_flow_stopped_total",
+                                  "Seeks to committed offsets that found the flow active and stopped it first")
+
+
 class OffsetGap(RuntimeError):
     """Records of a partition arrived with offsets missing in between."""
 
@@ -116,6 +140,16 @@ class Consumer(faust_aiokafka.Consumer):
 
     2. An offset gap is treated as the error it is on our topics.
 
+    3. No record is delivered while a seek to committed offsets is under way. At the end of a
+    table recovery Faust resumes the stream partitions and only then seeks them to their
+    committed offsets, while the flow is still active from reading the changelogs. A record
+    fetched in between, after the seek of its partition, reaches its agent's queue, and
+    `flow_control.resume()` right after the seek clears that queue: the record is never
+    processed, and the next one follows it without an offset gap. Seen in
+    tests/integration/test_ingest_resume.py about every third run: CDR records the ingest agent
+    emitted during that window were never stored or rolled up, and an ingest agent stopped for
+    good. The seek therefore stops the flow first; its callers resume it.
+
     Faust fetches in a thread. A fetch still in flight when a rebalance seeks the partitions back
     to their committed offsets can return records from *before* the seek after it (Faust's own
     guards check the flow and the generation, both already restored by then). Faust delivers
@@ -133,6 +167,38 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek to committed offsets with the flow stopped (see 3. above); every caller resumes
+        the flow afterwards (`Recovery.on_recovery_completed`, `Recovery._resume_streams`), or
+        calls this because the flow is stopped (`Consumer.getmany`)."""
+        if self.flow_active:
+            SEEKS_WITH_FLOW_STOPPED.inc()
+        self.stop_flow()
+        await super().perform_seek()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = dict(await super().seek_to_committed())
+        positions = _RESUME_POSITIONS.get(self.app, {})
+        behind: dict[TP, int] = {}
+        for tp in self.assignment():
+            position_of = positions.get(tp.topic)
+            resume = position_of(tp.partition) if position_of is not None else None
+            if resume is None:
+                continue
+            offset = committed.get(tp)
+            if offset is None or offset < 0 or resume < offset:
+                behind[tp] = resume
+        if behind:
+            await self.seek_wait(behind)
+            for tp, resume in behind.items():
+                if committed.get(tp) is not None and committed[tp] >= 0:
+                    RESUMED_BEHIND_COMMIT.inc()
+                    log.warning("resuming a partition before its committed offset: its table had not applied "
+                                "the records in between", extra={"source": f"kafka:{tp.topic}:{tp.partition}",
+                                                                  "committed": committed[tp], "resume": resume})
+                committed[tp] = resume
+        return committed
 
     def ack(self, message) -> bool:
         if message.use_tracking and not message.tracked:

@@ -28,20 +28,6 @@ from tests.integration.support.traffic import publish_steadily
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture
-def pipeline(stack_env, tmp_path):
-    made = []
-
-    def make(**kwargs) -> LocalPipeline:
-        created = LocalPipeline(stack_env, tmp_path, **kwargs)
-        made.append(created)
-        return created
-
-    yield make
-    for created in made:
-        created.stop_all()
-
-
 def _traffic(pipeline: LocalPipeline, count: int, seed: int) -> list[dict]:
     return list(synthetic_dlrs(seed=seed, start=START, count=count, operators=pipeline.operators,
                                id_prefix=f"{pipeline.namespace}-{seed}"))

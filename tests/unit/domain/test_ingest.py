@@ -24,8 +24,11 @@ from cdr_mediation.domain.ingest import (
     DeadLetter,
     DedupEntry,
     OperatorIngestState,
+    StateConflict,
     apply_batch,
     dedup_key,
+    furthest_state,
+    resume_offset,
 )
 from cdr_mediation.domain.pricing import PricingSnapshot, load_snapshot
 
@@ -336,3 +339,68 @@ class TestSerialisedState:
     def test_dedup_key_is_operator_scoped_and_unambiguous(self) -> None:
         assert dedup_key("op-a", "x/y") == "op-a/x/y"
         assert dedup_key("op-a", "x") != dedup_key("op-b", "x")
+
+
+# --- Resuming a partition: the table decides where, and a late stale state never wins ---------
+
+# One DLR partition holding two operators' batch records, interleaved as the bridge writes them.
+PARTITION_LOG = [(offset, "op-a" if offset % 3 else "op-b",
+                  [dlr(100 * offset + i, operator_id="op-a" if offset % 3 else "op-b") for i in range(4)])
+                 for offset in range(12)]
+
+
+def _process(world: World, records) -> None:
+    for offset, operator_id, batch in records:
+        world.run(offset, batch, operator_id=operator_id)
+
+
+def test_resume_offset_is_after_the_last_record_any_state_reflects():
+    assert resume_offset([]) == 0
+    states = [OperatorIngestState("op-a", 9, "a" * 64, 10), OperatorIngestState("op-b", 4, "b" * 64, 6)]
+    assert resume_offset(states) == 11
+
+
+def test_resuming_from_the_table_after_a_stale_restore_rebuilds_the_same_chains(pricing: PricingSnapshot):
+    uninterrupted = World(pricing)
+    _process(uninterrupted, PARTITION_LOG)
+
+    # The worker that ran the first eight records died; the table it left (restored from a
+    # changelog that stops after record 4) is older than the committed offset (8).
+    crashed = World(pricing)
+    _process(crashed, PARTITION_LOG[:5])
+    restored = World(pricing, state=dict(crashed.state), dedup=dict(crashed.dedup))
+    restored.cdrs = dict(uninterrupted.cdrs)  # what the dead worker already emitted stays emitted
+    start = resume_offset(restored.state.values())
+    assert start == 5
+    _process(restored, PARTITION_LOG[start:])  # the sinks fail the test on any other content
+    assert restored.state == uninterrupted.state
+
+
+def test_resuming_from_the_committed_offset_after_a_stale_restore_forks_the_chain(pricing: PricingSnapshot):
+    """Why the committed offset must not decide: the same situation, resumed at 8, re-uses
+    chain positions the dead worker already filled with other records."""
+    uninterrupted = World(pricing)
+    _process(uninterrupted, PARTITION_LOG)
+    crashed = World(pricing)
+    _process(crashed, PARTITION_LOG[:5])
+    restored = World(pricing, state=dict(crashed.state), dedup=dict(crashed.dedup))
+    restored.cdrs = dict(uninterrupted.cdrs)
+    with pytest.raises(AssertionError):  # a CDR at an occupied (operator, chain_seq) with other content
+        _process(restored, PARTITION_LOG[8:])
+
+
+@given(st.permutations(range(6)))
+@settings(max_examples=100)
+def test_the_furthest_state_wins_in_any_arrival_order(order):
+    path = [OperatorIngestState("op-a", seq * 3, f"{seq:064x}", seq * 2) for seq in range(6)]
+    held = None
+    for index in order:
+        held = furthest_state(held, path[index])
+    assert held == path[-1]
+
+
+def test_two_states_at_one_offset_with_different_heads_are_a_conflict():
+    held = OperatorIngestState("op-a", 7, "a" * 64, 12)
+    assert furthest_state(held, dataclasses.replace(held)) == held
+    with pytest.raises(StateConflict, match="source offset 12"):
+        furthest_state(held, dataclasses.replace(held, head_hash="b" * 64))
