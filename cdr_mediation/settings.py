@@ -78,12 +78,25 @@ class Settings(BaseSettings):
     export_config_file: Path | None = Field(None, description="export configuration (cdr-mediation.export-config.v1 JSON)")
     export_dir: Path | None = Field(None, description="where export files are built (default: <data_dir>/exports)")
 
+    # Delivery of signed exports to the regulator (infra/delivery/): its SFTP drop box (key login,
+    # strict host key) or its HTTPS endpoint (mutual TLS). Only the chosen channel's settings are
+    # required (check_worker_startup); `cdrmed stack env` sets both for the local simulator.
+    delivery_method: Literal["sftp", "https"] = Field("sftp", description="how exports reach the regulator")
     sftp_host: str = "127.0.0.1"
     sftp_port: int = Field(22, ge=1, le=65535)
     sftp_user: str = "atra"
     sftp_key_path: Path | None = None
     sftp_known_hosts: Path | None = None
     sftp_remote_dir: str = "inbox"
+    https_url: str = Field("", pattern=r"^(https://[^\s/?#]+(/[^\s?#]*)?)?$",
+                           description="base URL of the regulator's HTTPS delivery endpoint (https:// only)")
+    https_ca_cert: Path | None = Field(None, description="PEM CA bundle the endpoint's server certificate must "
+                                                         "chain to; nothing else is trusted")
+    https_client_cert: Path | None = Field(None, description="PEM client certificate (chain, leaf first) "
+                                                             "presented for mutual TLS")
+    https_client_key: Path | None = Field(None, description="PEM private key of the client certificate")
+    https_client_key_passphrase: SecretStr = Field(SecretStr(""), description="passphrase of an encrypted "
+                                                                              "client key")
 
     s3_endpoint: str | None = None
     s3_bucket: str = "cdr-archive"
@@ -180,7 +193,8 @@ def check_worker_startup(settings: Settings) -> None:
     if "exporter" in settings.agents and settings.export_enabled:
         missing = [name for name, value in (("CDR_EXPORT_CONFIG_FILE", settings.export_config_file),
                                             ("CDR_HSM_CA_CERT", settings.hsm_ca_cert),
-                                            (signing_cert_setting(settings), signing_cert(settings))) if value is None]
+                                            (signing_cert_setting(settings), signing_cert(settings)),
+                                            *delivery_settings(settings)) if not value]
         if missing:
             raise StartupRefused(f"the exporter needs {', '.join(missing)} (or CDR_EXPORT_ENABLED=false)")
     if "ingest" in settings.agents and settings.pricing_file is None:
@@ -190,6 +204,14 @@ def check_worker_startup(settings: Settings) -> None:
         # one of them would be assigned CDR partitions the other step then never sees.
         raise StartupRefused("the store and rollup agents read the same topic and must run in the same workers: "
                              "set CDR_WORKER_AGENTS to include both or neither")
+
+
+def delivery_settings(settings: Settings) -> tuple[tuple[str, Any], ...]:
+    """(variable, value) of every setting the chosen delivery channel cannot do without."""
+    if settings.delivery_method == "sftp":
+        return (("CDR_SFTP_KEY_PATH", settings.sftp_key_path), ("CDR_SFTP_KNOWN_HOSTS", settings.sftp_known_hosts))
+    return (("CDR_HTTPS_URL", settings.https_url), ("CDR_HTTPS_CA_CERT", settings.https_ca_cert),
+            ("CDR_HTTPS_CLIENT_CERT", settings.https_client_cert), ("CDR_HTTPS_CLIENT_KEY", settings.https_client_key))
 
 
 def signing_cert_setting(settings: Settings) -> str:

@@ -31,7 +31,7 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def stack():
-    """All six components up in a state directory of the test session's own; torn down after.
+    """All seven components up in a state directory of the test session's own; torn down after.
 
     The directory is inside the repository (not /tmp/pytest-of-root, which is private to root)
     so the `postgres` OS user can reach its cluster, as in `cdrmed stack up`.

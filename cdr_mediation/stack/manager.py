@@ -13,10 +13,11 @@ from cdr_mediation.stack.layout import DEFAULT_STATE_DIR, Health, StateDir
 from cdr_mediation.stack.nats import Nats
 from cdr_mediation.stack.postgres import Postgres
 from cdr_mediation.stack.process import StackError
+from cdr_mediation.stack.regulator import Regulator
 from cdr_mediation.stack.s3 import S3
 from cdr_mediation.stack.sftp import Sftp
 
-COMPONENTS: tuple[type[Component], ...] = (Nats, Kafka, Postgres, Hsm, Sftp, S3)
+COMPONENTS: tuple[type[Component], ...] = (Nats, Kafka, Postgres, Hsm, Sftp, S3, Regulator)
 
 
 class Stack:
@@ -62,7 +63,7 @@ class Stack:
             raise StackError(f"stack in {self.state.root} has never been started ({missing}); run `cdrmed stack up`")
         postgres = self.components["postgres"]
         hsm = self.components["hsm"].hsm_config()
-        sftp, s3 = manifest["sftp"], manifest["s3"]
+        sftp, s3, regulator = manifest["sftp"], manifest["s3"], manifest["regulator"]
         from cdr_mediation.stack import s3 as s3_component
 
         return {
@@ -82,6 +83,12 @@ class Stack:
             "CDR_SFTP_KEY_PATH": sftp["client_key"],
             "CDR_SFTP_KNOWN_HOSTS": sftp["known_hosts"],
             "CDR_SFTP_REMOTE_DIR": sftp["remote_dir"],
+            # The simulator serves both channels; SFTP is the default, a test may switch to HTTPS.
+            "CDR_DELIVERY_METHOD": "sftp",
+            "CDR_HTTPS_URL": regulator["url"],
+            "CDR_HTTPS_CA_CERT": regulator["ca_cert"],
+            "CDR_HTTPS_CLIENT_CERT": regulator["client_cert"],
+            "CDR_HTTPS_CLIENT_KEY": regulator["client_key"],
             "CDR_S3_ENDPOINT": s3["endpoint"],
             "CDR_S3_BUCKET": s3["bucket"],
             "CDR_S3_REGION": s3["region"],

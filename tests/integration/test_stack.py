@@ -20,7 +20,7 @@ from cdr_mediation.stack.process import pid_alive
 
 def test_every_component_is_healthy_on_loopback(stack):
     status = stack.status()
-    assert set(status) == {"nats", "kafka", "postgres", "hsm", "sftp", "s3"}
+    assert set(status) == {"nats", "kafka", "postgres", "hsm", "sftp", "s3", "regulator"}
     for name, health in status.items():
         assert health.healthy, f"{name}: {health.detail}"
         if name != "hsm":
@@ -296,10 +296,10 @@ def test_cli_up_status_down_leaves_no_process(tmp_path_factory, repo_root):
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout
         report = json.loads(status.stdout)
-        assert set(report) == {"nats", "kafka", "postgres", "hsm", "sftp", "s3"}
+        assert set(report) == {"nats", "kafka", "postgres", "hsm", "sftp", "s3", "regulator"}
         assert all(c["healthy"] and set(c) >= {"healthy", "endpoint"} for c in report.values()), report
         leaders = [int(p.read_text()) for p in state_dir.glob("*/*.pid")]
-        assert len(leaders) == 5  # every component but the HSM token runs a server process
+        assert len(leaders) == 6  # every component but the HSM token runs a server process
         processes = _group_members(leaders)
         assert processes >= set(leaders)
     finally:

@@ -46,6 +46,7 @@ def test_masked_settings_hide_every_secret():
         "CDR_HSM_PIN": "hsm-pin-456",
         "CDR_S3_SECRET_KEY": "s3-secret-789",
         "CDR_MSISDN_HASH_KEY": "k" * 40,
+        "CDR_HTTPS_CLIENT_KEY_PASSPHRASE": "tls-key-passphrase-012",
     }
     rendered = json.dumps(Settings.load(secrets).masked())
     for value in secrets.values():
@@ -54,8 +55,8 @@ def test_masked_settings_hide_every_secret():
 
 
 def test_secrets_do_not_leak_through_repr():
-    settings = Settings.load({"CDR_HSM_PIN": "hsm-pin-456"})
-    assert "hsm-pin-456" not in repr(settings)
+    settings = Settings.load({"CDR_HSM_PIN": "hsm-pin-456", "CDR_HTTPS_CLIENT_KEY_PASSPHRASE": "tls-key-012"})
+    assert "hsm-pin-456" not in repr(settings) and "tls-key-012" not in repr(settings)
 
 
 def test_prod_requires_an_msisdn_hash_key():
@@ -120,3 +121,37 @@ def test_an_exporter_refuses_to_start_without_its_configuration_and_certificates
     check_worker_startup(Settings.load({**base, "CDR_EXPORT_ENABLED": "false"}))  # disabled: nothing needed
     with pytest.raises(SettingsError):
         Settings.load({"CDR_EXPORT_SIGNATURE_PROFILE": "rsa"})
+
+
+def test_delivery_goes_over_sftp_unless_https_is_chosen():
+    assert Settings.load({}).delivery_method == "sftp"
+    settings = Settings.load({"CDR_DELIVERY_METHOD": "https", "CDR_HTTPS_URL": "https://regulator.example:8443",
+                              "CDR_HTTPS_CA_CERT": "ca.pem", "CDR_HTTPS_CLIENT_CERT": "client.pem",
+                              "CDR_HTTPS_CLIENT_KEY": "client.key"})
+    assert (settings.delivery_method, settings.https_url) == ("https", "https://regulator.example:8443")
+    assert settings.masked()["https_client_key"] == "client.key"  # a path, not a secret
+    with pytest.raises(SettingsError, match="CDR_DELIVERY_METHOD"):
+        Settings.load({"CDR_DELIVERY_METHOD": "ftp"})
+
+
+@pytest.mark.parametrize("url", ["http://regulator.example", "regulator.example:8443", "https://", "https://a b"])
+def test_the_https_delivery_url_must_be_an_https_url(url):
+    # Exports never travel in clear, not even by a typo.
+    with pytest.raises(SettingsError, match="CDR_HTTPS_URL"):
+        Settings.load({"CDR_HTTPS_URL": url})
+
+
+def test_an_exporter_refuses_to_start_without_the_settings_of_its_delivery_channel(tmp_path):
+    exporter = {"CDR_WORKER_AGENTS": "exporter", "CDR_EXPORT_CONFIG_FILE": str(tmp_path),
+                "CDR_HSM_CA_CERT": str(tmp_path), "CDR_HSM_CERT_ED25519": str(tmp_path)}
+    with pytest.raises(StartupRefused, match="the exporter needs CDR_SFTP_KEY_PATH, CDR_SFTP_KNOWN_HOSTS"):
+        check_worker_startup(Settings.load(exporter))
+    sftp = {"CDR_SFTP_KEY_PATH": str(tmp_path), "CDR_SFTP_KNOWN_HOSTS": str(tmp_path)}
+    check_worker_startup(Settings.load({**exporter, **sftp}))
+    https = {**exporter, **sftp, "CDR_DELIVERY_METHOD": "https"}  # SFTP settings do not stand in for HTTPS ones
+    with pytest.raises(StartupRefused, match="CDR_HTTPS_URL, CDR_HTTPS_CA_CERT, CDR_HTTPS_CLIENT_CERT, "
+                                             "CDR_HTTPS_CLIENT_KEY"):
+        check_worker_startup(Settings.load(https))
+    check_worker_startup(Settings.load({**https, "CDR_HTTPS_URL": "https://127.0.0.1:8443",
+                                        "CDR_HTTPS_CA_CERT": "ca.pem", "CDR_HTTPS_CLIENT_CERT": "client.pem",
+                                        "CDR_HTTPS_CLIENT_KEY": "client.key"}))
