@@ -27,8 +27,9 @@ from cdr_mediation.codecs.records import encode_day_closed, encode_rollup_closed
 from cdr_mediation.domain.day_close import days_closed
 from cdr_mediation.domain.rollup import ChainDiscontinuity, ClockTick, InvalidRollupInput, apply_entries
 from cdr_mediation.settings import Settings
-from cdr_mediation.tables.rollup import ROLLUP_TABLE, RollupTableView
-from cdr_mediation.topology.topics import DAY_CLOSED, ROLLUP_CLOSED
+from cdr_mediation.tables.rollup import ROLLUP_TABLE, RollupTable, RollupTableView
+from cdr_mediation.topology.topics import CDR, DAY_CLOSED, ROLLUP_CLOSED
+from cdr_mediation.topology.transport import resume_from_table
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,11 @@ class RollupApply:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.closed_topic = raw_topic(app, ROLLUP_CLOSED.named(settings.topic_prefix).name)
         self.day_closed_topic = raw_topic(app, DAY_CLOSED.named(settings.topic_prefix).name)
-        table = app.Table(ROLLUP_TABLE.name, default=None, partitions=settings.partitions, key_type=str)
+        table = app.tables.add(RollupTable(app, name=ROLLUP_TABLE.name, default=None, beacon=app.tables.beacon,
+                                           partitions=settings.partitions, key_type=str))
         self.view = RollupTableView(table)
+        # The store step in the same agent absorbs re-delivered records by key.
+        resume_from_table(app, CDR.named(settings.topic_prefix).name, self.view.resume_offset)
         self.grace = dt.timedelta(seconds=settings.rollup_grace_s)
 
     async def __call__(self, event, operator_id: str, record: list | ClockTick) -> None:
@@ -63,6 +67,9 @@ class RollupApply:
             try:
                 items = [record] if isinstance(record, ClockTick) else record
                 state = view.state(operator_id)
+                if event.message.offset <= state.applied_offset:
+                    RECORDS.labels(kind="already_applied").inc()
+                    return
                 step = apply_entries(state, items, self.grace)
             except (InvalidRollupInput, ChainDiscontinuity) as exc:
                 reason = "chain_discontinuity" if isinstance(exc, ChainDiscontinuity) else "invalid_input"
@@ -80,8 +87,9 @@ class RollupApply:
                         for day in days]
             for future in futures:
                 await future
-            if step.new_state != state:  # a record of re-emitted entries only changes nothing
-                await view.write_state(step.new_state, event.message.partition)
+            # Written for every record, re-emitted entries only included: the largest applied_offset
+            # of a partition's states is where it resumes (domain/source_position.py).
+            await view.write_state(step.new_state.with_applied_offset(event.message.offset), event.message.partition)
         RECORDS.labels(kind="tick" if isinstance(record, ClockTick) else "entries").inc()
         ENTRIES.inc(step.applied)
         if step.duplicates:

@@ -61,15 +61,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from cdr_mediation.domain.cdr import GENESIS_PREV_HASH, Cdr
 from cdr_mediation.domain.chain import ChainHead, entry_and_hash, link, next_position
 from cdr_mediation.domain.dlr import Dlr, InvalidDlr, parse_dlr
 from cdr_mediation.domain.pricing import NoPrice, PricingSnapshot
 from cdr_mediation.domain.projection import project
+from cdr_mediation.domain.source_position import NOTHING_APPLIED
 
-NOTHING_APPLIED = -1
 
 
 class IngestReason(str, enum.Enum):
@@ -133,18 +133,6 @@ def furthest_state(held: OperatorIngestState | None, incoming: OperatorIngestSta
                             f"chain_seq {held.chain_seq} head {held.head_hash} and "
                             f"chain_seq {incoming.chain_seq} head {incoming.head_hash}")
     return held
-
-
-def resume_offset(states: Iterable[OperatorIngestState]) -> int:
-    """The source offset a partition's processing resumes from, given the states in its table.
-
-    Each processed batch record writes its operator's state with ``applied_offset`` = its own
-    offset, and records are processed in offset order without gaps, so every record up to the
-    largest ``applied_offset`` is reflected in the table: resume after it. The committed consumer
-    offset is not a safe substitute: it can run ahead of a table that was restored from a
-    changelog missing the latest states, and records between would then never reach the chain.
-    """
-    return max((state.applied_offset for state in states), default=NOTHING_APPLIED) + 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

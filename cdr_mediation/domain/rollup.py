@@ -56,6 +56,7 @@ from typing import Any, Iterable, Mapping, Union
 
 from cdr_mediation.domain.cdr import GENESIS_PREV_HASH, DlrStatus, RecordType, format_utc, parse_utc
 from cdr_mediation.domain.chain import BreakKind
+from cdr_mediation.domain.source_position import NOTHING_APPLIED
 
 DEFAULT_GRACE = dt.timedelta(hours=2)
 
@@ -362,6 +363,10 @@ class OperatorRollupState:
     * `revisions`: hour -> last correction revision emitted (only hours that had corrections).
     * `days_closed`: how many days of this operator have closed (a day closes with the revision 0
       of its last hour; `domain.day_close` numbers them with this count, in closing order).
+    * `applied_offset`: the CDR-topic offset of the last record applied to this state (set by the
+      agent, `with_applied_offset`; -1 before any). Like the ingest state's, it orders an
+      operator's states along the one path they all lie on (`furthest_rollup_state`), and the
+      largest in a partition is where that partition resumes (`domain/source_position.py`).
     """
 
     operator_id: str
@@ -376,10 +381,14 @@ class OperatorRollupState:
     pending_corrections: Mapping[str, HourRollup] = dataclasses.field(default_factory=dict)
     revisions: Mapping[str, int] = dataclasses.field(default_factory=dict)
     days_closed: int = 0
+    applied_offset: int = NOTHING_APPLIED
 
     @classmethod
     def initial(cls, operator_id: str) -> "OperatorRollupState":
         return cls(operator_id)
+
+    def with_applied_offset(self, offset: int) -> "OperatorRollupState":
+        return dataclasses.replace(self, applied_offset=offset)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (str, int, bool, None, list, dict); hours in ascending order."""
@@ -398,6 +407,7 @@ class OperatorRollupState:
             },
             "revisions": {hour: self.revisions[hour] for hour in sorted(self.revisions)},
             "days_closed": self.days_closed,
+            "applied_offset": self.applied_offset,
         }
 
     @classmethod
@@ -407,6 +417,30 @@ class OperatorRollupState:
             values[name] = {hour: HourRollup.from_dict(rollup) for hour, rollup in sorted(values[name].items())}
         values["revisions"] = dict(sorted(values["revisions"].items()))
         return cls(**values)
+
+
+class RollupStateConflict(ValueError):
+    """Two different states of one operator at one CDR-topic offset (the rollup is deterministic,
+    so this means they were built from different input)."""
+
+
+def furthest_rollup_state(held: OperatorRollupState | None,
+                          incoming: OperatorRollupState) -> OperatorRollupState:
+    """Of two states of one operator's rollup, the one further along the CDR topic partition.
+
+    The same reasoning as `domain.ingest.furthest_state`: a worker that lost the partition
+    without noticing may append an older state to the changelog after the new owner's newer one;
+    a last-write-wins restore would move the rollup back while the partition resumes after it.
+    """
+    if held is None or incoming.applied_offset > held.applied_offset:
+        return incoming
+    if incoming.applied_offset < held.applied_offset:
+        return held
+    if incoming != held:
+        raise RollupStateConflict(f"{incoming.operator_id}: two rollup states at CDR-topic offset "
+                                  f"{incoming.applied_offset} (chain_seq {held.last_chain_seq} and "
+                                  f"{incoming.last_chain_seq})")
+    return held
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

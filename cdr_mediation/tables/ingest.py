@@ -21,29 +21,20 @@ dedup entries it vouches for — a stronger ordering than Faust's fire-and-forge
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 
 import faust
 import orjson
-from prometheus_client import Counter
 
-from cdr_mediation.domain.ingest import (DedupEntry, OperatorIngestState, StateConflict, dedup_key,
-                                         furthest_state, resume_offset)
+from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState, StateConflict, dedup_key, furthest_state
+from cdr_mediation.domain.source_position import resume_offset
+from cdr_mediation.tables.furthest import FurthestStateRule, applied_offsets
 from cdr_mediation.tables.durable import write_acknowledged
 from cdr_mediation.topology.topics import TableSpec
 
 INGEST_TABLE = TableSpec("ingest-state", key="state:<operator_id> | <operator_id>/<dlr_id>",
                          value="OperatorIngestState | DedupEntry (JSON)")
 
-
-log = logging.getLogger(__name__)
-
-STALE_STATES = Counter("cdr_ingest_stale_states_ignored_total",
-                       "Operator states read from the changelog that were behind the state already held "
-                       "(sent late by a worker that had lost the partition)")
-STATE_CONFLICTS = Counter("cdr_ingest_state_conflicts_total",
-                          "Two different operator states at one source offset in the changelog (a fork)")
 
 STATE_PREFIX = "state:"
 # How state keys begin in RocksDB and in the changelog (JSON strings: a quote, then the text).
@@ -54,62 +45,24 @@ def state_key(operator_id: str) -> str:
     return f"{STATE_PREFIX}{operator_id}"
 
 
-class IngestTable(faust.Table):
-    """The ingest table; restoring it from its changelog keeps each operator's furthest state.
-
-    Faust applies changelog records in log order, the last write of a key winning. A worker that
-    lost the partition without noticing yet can append an older state after a newer one; applied
-    as is, the operator's chain head would move back while the partition's position (and the
-    other operators) stayed ahead, and the next batch would chain from a stale head — a fork.
-    `domain.ingest.furthest_state` decides instead. This runs for restores of active partitions
-    and for standbys alike (both go through `apply_changelog_batch`).
-    """
-
-    def apply_changelog_batch(self, batch: Iterable) -> None:
-        events = list(batch)
-        keep_furthest_states(self.data, events)
-        super().apply_changelog_batch(events)
-
-
-def keep_furthest_states(store, events: list) -> None:
-    """Rewrite, in place, every state record of `events` that is behind the state held for its
-    key (in the store, or earlier in the batch) to that held state, so that applying the batch
-    never moves a state back. Rewriting instead of dropping keeps Faust's bookkeeping of
-    changelog offsets (the persisted offset) exactly as for the records it read."""
-    held: dict[tuple[int, bytes], tuple[OperatorIngestState, bytes]] = {}
-    for event in events:
-        message = event.message
-        if message.value is None or not message.key or not message.key.startswith(_RAW_STATE_PREFIX):
-            continue
-        slot = (message.partition, message.key)
-        if slot not in held:
-            raw = store._db_for_partition(message.partition).get(message.key)
-            if raw is not None:
-                held[slot] = (OperatorIngestState.from_dict(orjson.loads(raw)), raw)
-        incoming = OperatorIngestState.from_dict(orjson.loads(message.value))
-        current = held.get(slot)
-        try:
-            kept = furthest_state(current[0] if current else None, incoming)
-        except StateConflict as conflict:
-            STATE_CONFLICTS.inc()
-            log.critical("ingest state conflict in the changelog; keeping the state held",
-                         extra={"error": str(conflict), "source": f"changelog:{message.partition}:{message.offset}"})
-            message.value = current[1]
-            continue
-        if kept is incoming:
-            held[slot] = (incoming, message.value)
-        else:
-            STALE_STATES.inc()
-            log.warning("a stale ingest state in the changelog was not applied",
-                        extra={"operator_id": incoming.operator_id, "stale_applied_offset": incoming.applied_offset,
-                               "held_applied_offset": kept.applied_offset,
-                               "source": f"changelog:{message.partition}:{message.offset}"})
-            message.value = current[1]
-
-
 def _json(value) -> bytes:
     """What Faust's json codec writes for our keys (str) and values (flat dicts of str/int)."""
     return orjson.dumps(value)
+
+
+class IngestTable(faust.Table):
+    """The ingest table; a restore keeps each operator's furthest state (`tables/furthest.py`):
+    applied last-write-wins, a late stale state would move the operator's chain head back while
+    the partition resumes after it, and the next batch would chain from a stale head — a fork."""
+
+    def apply_changelog_batch(self, batch: Iterable) -> None:
+        events = list(batch)
+        FURTHEST_STATE.rewrite(self.data, events)
+        super().apply_changelog_batch(events)
+
+
+FURTHEST_STATE = FurthestStateRule(table="ingest-state", is_state_key=lambda key: key.startswith(_RAW_STATE_PREFIX),
+                                   load=OperatorIngestState.from_dict, furthest=furthest_state, conflict=StateConflict)
 
 
 class IngestTableView:
@@ -192,17 +145,13 @@ class IngestTableView:
         return await producer.send_batch(builder, topic, partition=partition)
 
     def resume_offset(self, partition: int) -> int | None:
-        """Where processing of the source partition resumes (`domain.ingest.resume_offset`), or
+        """Where processing of the source partition resumes (`domain.source_position`), or
         None while the partition's store is not open in this worker (then nothing is known)."""
         db = self.table.data._dbs.get(partition)
         if db is None:
             return None
-        states = []
-        for key, value in db.items(from_key=_RAW_STATE_PREFIX):
-            if not key.startswith(_RAW_STATE_PREFIX):
-                break
-            states.append(OperatorIngestState.from_dict(orjson.loads(value)))
-        return resume_offset(states)
+        offsets = applied_offsets(db, prefix=_RAW_STATE_PREFIX)
+        return resume_offset(offsets)
 
     async def write_state(self, operator_id: str, new_state: OperatorIngestState, partition: int | None = None) -> None:
         """Write the state and return once Kafka acknowledged it (`tables/durable.py`)."""

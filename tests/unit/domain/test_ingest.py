@@ -28,8 +28,8 @@ from cdr_mediation.domain.ingest import (
     apply_batch,
     dedup_key,
     furthest_state,
-    resume_offset,
 )
+from cdr_mediation.domain.source_position import resume_offset
 from cdr_mediation.domain.pricing import PricingSnapshot, load_snapshot
 
 from .domain_samples import PRICING_DOC, dlr_doc
@@ -357,7 +357,7 @@ def _process(world: World, records) -> None:
 def test_resume_offset_is_after_the_last_record_any_state_reflects():
     assert resume_offset([]) == 0
     states = [OperatorIngestState("op-a", 9, "a" * 64, 10), OperatorIngestState("op-b", 4, "b" * 64, 6)]
-    assert resume_offset(states) == 11
+    assert resume_offset(state.applied_offset for state in states) == 11
 
 
 def test_resuming_from_the_table_after_a_stale_restore_rebuilds_the_same_chains(pricing: PricingSnapshot):
@@ -370,7 +370,7 @@ def test_resuming_from_the_table_after_a_stale_restore_rebuilds_the_same_chains(
     _process(crashed, PARTITION_LOG[:5])
     restored = World(pricing, state=dict(crashed.state), dedup=dict(crashed.dedup))
     restored.cdrs = dict(uninterrupted.cdrs)  # what the dead worker already emitted stays emitted
-    start = resume_offset(restored.state.values())
+    start = resume_offset(state.applied_offset for state in restored.state.values())
     assert start == 5
     _process(restored, PARTITION_LOG[start:])  # the sinks fail the test on any other content
     assert restored.state == uninterrupted.state

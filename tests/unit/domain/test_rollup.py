@@ -686,3 +686,15 @@ class TestProperties:
         assert merged == recompute_rollups(entries.values(), end_hour=state.closed_through)
         assert sum(r.records + sum(r.adjustments.values()) for r in merged.values()) == len(entries)
         assert list(merged) == sorted(merged) and state.first_hour == min(merged, default=None)
+
+
+def test_the_furthest_rollup_state_wins_whatever_order_states_arrive_in():
+    from cdr_mediation.domain.rollup import RollupStateConflict, furthest_rollup_state
+
+    older = OperatorRollupState(OP, last_chain_seq=10, applied_offset=3)
+    newer = OperatorRollupState(OP, last_chain_seq=25, applied_offset=8)
+    assert furthest_rollup_state(older, newer) is newer
+    assert furthest_rollup_state(newer, older) is newer
+    assert furthest_rollup_state(None, older) is older
+    with pytest.raises(RollupStateConflict, match="offset 8"):
+        furthest_rollup_state(newer, OperatorRollupState(OP, last_chain_seq=26, applied_offset=8))

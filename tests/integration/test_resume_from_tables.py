@@ -1,5 +1,5 @@
-"""The ingest agent resumes where its table stands, not where the consumer group committed; and
-its table, restored from a changelog, never takes a late stale state over a newer one.
+"""The ingest and rollup steps resume where their tables stand, not where the consumer group
+committed; and a table restored from a changelog never takes a late stale state over a newer one.
 
 The two differ when a worker's table is restored from a changelog that lacks its newest states
 while the group's committed offset has moved past the records those states covered (a stale
@@ -9,7 +9,10 @@ in between never become CDRs. The scenario is built exactly: the table's changel
 first half of the traffic, the group's commit covers all of it, and the worker starts with an
 empty data directory.
 
-Both tests restart a worker over a backlog, which is also the situation in which Faust delivered
+The same holds for the CDR topic, whose position the rollup table decides (the store step in the
+same agent absorbs re-delivered records by key).
+
+The tests restart a worker over a backlog, which is also the situation in which Faust delivered
 records during its end-of-recovery seek and then dropped them from the agents' queues
 (topology/transport.py, point 3): before that was fixed, the second test lost CDR records or
 stalled the ingest agent in about every third run.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections import Counter
 from collections import defaultdict
 
 import orjson
@@ -27,9 +31,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import TopicPartition
 
-from cdr_mediation.codecs.records import decode_dlr_batch
+import aiohttp
+
+from cdr_mediation.codecs.records import decode_cdr_topic_record, decode_dlr_batch
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
+from cdr_mediation.stack.process import free_port
 from cdr_mediation.tables.ingest import INGEST_TABLE, STATE_PREFIX
 from tests.integration.support.forensics import committed_offsets, write_forensics
 from tests.integration.support.observe import (
@@ -166,5 +173,64 @@ async def test_a_stale_state_appended_to_the_changelog_is_not_restored_over_the_
     stored = await stored_cdr_ids(run)
     assert len(stored) == len(set(stored)) and set(stored) == expected_cdr_ids(run, documents)
     await assert_chains_exact(run)
-    assert "a stale ingest state in the changelog was not applied" in run.log_path("worker-2").read_text(), (
+    assert "a stale state in a changelog was not applied" in run.log_path("worker-2").read_text(), (
         f"the restore must have met the stale state of {value['operator_id']}")
+
+
+async def test_store_and_rollups_resume_from_the_rollup_table_when_the_cdr_commit_is_ahead(pipeline):
+    """The second half becomes CDRs while no store or rollup step runs; the group's commit on the
+    CDR topic is then moved to its end (as a store + rollup worker that died after committing
+    but whose changelog writes were lost would leave it), and a worker with an empty data
+    directory takes over: it must store and roll up the second half."""
+    run = pipeline()
+    bootstrap, group, cdr_topic = run.env["CDR_KAFKA_BOOTSTRAP"], run.env["CDR_APP_ID"], run.topic("cdr.v1")
+    documents, ids = _traffic(run, 2 * HALF)
+    run.start("bridge", "bridge")
+    run.start("worker", "worker")
+    await run.publish(documents[:HALF], msg_ids=ids[:HALF])
+    await wait_stored(run, HALF, timeout=180, what="first half")
+    await _stop_and_forget(run, "worker")
+
+    run.start("ingest", "worker", CDR_WORKER_AGENTS="ingest")
+    await run.publish(documents[HALF:], msg_ids=ids[HALF:])
+
+    async def all_chained():
+        records = await read_topic(bootstrap, cdr_topic)
+        entries = sum(len(decoded) for decoded in map(decode_cdr_topic_record, (r.value for r in records))
+                      if isinstance(decoded, list))
+        return records if entries >= 2 * HALF else None
+
+    records = await eventually(all_chained, timeout=120, what="every CDR in the CDR topic")
+    await _stop_and_forget(run, "ingest")
+    ends: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(cdr_topic, record.partition)
+        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    await _commit(bootstrap, group, ends)
+    assert len(await stored_cdr_ids(run)) == HALF, "nothing of the second half may be stored yet"
+
+    web_port = free_port()
+    run.start("worker-2", "worker", CDR_WORKER_WEB_PORT=str(web_port))
+    await wait_stored(run, 2 * HALF, timeout=180, stall_s=60, what="second half, resumed from the rollup table")
+    await assert_chains_exact(run)
+    highest = {op: max(seqs) for op, seqs in _stored_seqs(records).items()}
+
+    async def rolled_up():
+        async with aiohttp.ClientSession() as session:
+            for operator_id, top in highest.items():
+                async with session.get(f"http://127.0.0.1:{web_port}/rollups/open/{operator_id}") as response:
+                    if response.status != 200 or (await response.json())["last_chain_seq"] != top:
+                        return False
+        return True
+
+    await eventually(rolled_up, timeout=60, what="every operator's rollup at its last chain_seq",
+                     log=run.log_path("worker-2"))
+
+
+def _stored_seqs(records) -> dict[str, list[int]]:
+    seqs: dict[str, list[int]] = {}
+    for record in records:
+        decoded = decode_cdr_topic_record(record.value)
+        if isinstance(decoded, list):
+            seqs.setdefault(record.key.decode(), []).extend(entry["chain_seq"] for entry, _ in decoded)
+    return seqs
