@@ -1,4 +1,4 @@
-"""The exporter agent: a closed day → its export file, built and signed (issue 6, first steps).
+"""The exporter agent: a closed day → its export file, built, signed and delivered (issue 6).
 
 It consumes `day.closed.v1` and moves each day's export along the lifecycle
 (`domain/export_lifecycle.py`), recording every step in PostgreSQL (`infra/postgres/export_store.py`):
@@ -9,12 +9,21 @@ It consumes `day.closed.v1` and moves each day's export along the lifecycle
 * → SIGNED: the HSM signs the ZIP (detached CMS, signing time = the cut-off) and the checkpoint
   (raw signature); both are checked against the trust anchor before the step is recorded. While
   the HSM is unavailable the export waits in BUILT and the step is retried with backoff.
+* → DELIVERED: `NAME.zip.p7s`, then `NAME.zip`, go to the regulator over the channel of
+  `CDR_DELIVERY_METHOD` (`agents/export_delivery.py` says what travels and why); the step
+  records the channel, the remote names, the SHA-256 of what was delivered and the adapter's
+  outcome. The receiver already holding these bytes (a crash between upload and record) counts
+  as delivered. While the endpoint is down the export waits in SIGNED and delivery is retried
+  with backoff; a permanent refusal (access refused, other bytes under the name) is logged
+  critical and counted, and the export is left in SIGNED without further retries (MANUAL at the
+  deadline is a later step).
 
-Delivery, acknowledgement and archiving are the next steps (not here yet). Building is
-deterministic, so a worker that did not build a file (another worker did, or it lost its disk)
-builds it again and must get the recorded SHA-256 before it signs. A record delivered again
-after a crash resumes at the recorded state. With `CDR_EXPORT_ENABLED=false` the agent is not
-started at all: closed days wait in Kafka until exports are enabled.
+Acknowledgement and archiving are the next steps (not here yet). Building is deterministic, so
+a worker that did not build a file (another worker did, or it lost its disk) builds it again and
+must get the recorded SHA-256 before it signs or delivers; a missing or different signature file
+is signed again before delivery. A record delivered again after a crash resumes at the recorded
+state. With `CDR_EXPORT_ENABLED=false` the agent is not started at all: closed days wait in
+Kafka until exports are enabled.
 """
 
 from __future__ import annotations
@@ -29,6 +38,13 @@ import faust
 from prometheus_client import Counter, Histogram
 
 from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export, file_sha256
+from cdr_mediation.agents.export_delivery import (
+    Next,
+    attempt_delivery,
+    delivered_detail,
+    delivery_channel,
+    delivery_parts,
+)
 from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import PostgresSink, SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_day_closed
@@ -54,7 +70,9 @@ log = logging.getLogger(__name__)
 ACTOR = "exporter"
 STEPS = Counter("cdr_export_steps_total", "Export lifecycle steps recorded", ["to_state"])
 HSM_FAILURES = Counter("cdr_export_hsm_failures_total", "Signing attempts the HSM refused or could not serve")
-STEP_SECONDS = Histogram("cdr_export_step_seconds", "Time to build or sign one export", ["step"])
+DELIVERY_FAILURES = Counter("cdr_export_delivery_failures_total",
+                            "Delivery attempts that did not leave the file with the regulator", ["channel", "kind"])
+STEP_SECONDS = Histogram("cdr_export_step_seconds", "Time to build, sign or deliver one export file", ["step"])
 
 
 class Exporter:
@@ -68,6 +86,7 @@ class Exporter:
         self.hsm_config = HsmConfig(settings.hsm_module, settings.hsm_token_label, settings.hsm_pin.get_secret_value(),
                                     settings.hsm_softhsm2_conf or None)
         self._signer: HsmSigner | None = None
+        self.channel = delivery_channel(settings)
         self.sink = PostgresSink("export", settings.pg_dsn.get_secret_value(), readiness, contradiction=ExportConflict)
 
     async def handle(self, closed: DayClosed) -> None:
@@ -86,8 +105,13 @@ class Exporter:
                 elif state is ExportState.BUILT:
                     detail = await self._sign(closed, name)
                     await self._record(closed, ExportEvent.SIGNED, detail)
+                elif state is ExportState.SIGNED:
+                    detail = await self._deliver(closed, name)
+                    if detail is None:
+                        return  # refused for good: left in SIGNED (see _deliver)
+                    await self._record(closed, ExportEvent.DELIVERED, detail)
                 else:
-                    return  # signed or further: the next steps are not this agent's yet
+                    return  # delivered or further: acknowledgement and the rest are not this agent's yet
             except ConcurrentTransition as exc:
                 log.info("another exporter moved this export first; reloading", extra={"error": str(exc)})
 
@@ -103,10 +127,14 @@ class Exporter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    async def _recorded(self, closed: DayClosed, event: ExportEvent) -> dict:
+        """The detail of the latest `event` step of this export."""
+        steps = await self.sink.commit(lambda conn: history(conn, closed.operator_id, closed.day))
+        return next(step.detail for step in reversed(steps) if step.event is event)
+
     async def _built_zip(self, closed: DayClosed, name: str) -> Path:
         """The ZIP recorded as built, rebuilt here if this worker does not hold those bytes."""
-        steps = await self.sink.commit(lambda conn: history(conn, closed.operator_id, closed.day))
-        recorded = next(step.detail for step in reversed(steps) if step.event is ExportEvent.BUILT)
+        recorded = await self._recorded(closed, ExportEvent.BUILT)
         path = self._dir(closed) / f"{name}.zip"
         if not path.exists() or file_sha256(path) != recorded["zip_sha256"]:
             built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
@@ -131,7 +159,7 @@ class Exporter:
                 HSM_FAILURES.inc()
                 self._signer = None  # a new session next time (token locked, library reloaded, ...)
                 delay = retry_delay(attempt)
-                log.warning("HSM unavailable; the export waits in BUILT", extra={
+                log.warning("HSM unavailable; signing is retried with backoff", extra={
                     "operator_id": closed.operator_id, "day": closed.day, "error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
         # Checked against the trust anchor before anything says "signed"; the checkpoint
@@ -146,6 +174,58 @@ class Exporter:
         return {"profile": self.identity.profile.value, "cms_sha256": hashlib.sha256(cms_der).hexdigest(),
                 "checkpoint_key_id": checkpoint_signature.key_id,
                 "checkpoint_signature": checkpoint_signature.signature.hex()}
+
+    async def _deliver(self, closed: DayClosed, name: str) -> dict | None:
+        """Deliver the signature and the ZIP; the DELIVERED step's detail, or None if refused for good.
+
+        Retryable errors (endpoint down, server error) keep the export in SIGNED and retry with
+        `retry_delay` backoff, holding this agent's partition like the HSM retry does. A
+        permanent error (access refused, conflict: the receiver holds other bytes under the
+        name, invalid name) is logged critical and counted, and None returned: the export stays
+        in SIGNED and this agent goes on with the next closed day. Nothing retries it after that
+        (the closed-day record is consumed); a person must act, and a later issue moves such an
+        export to MANUAL at its deadline.
+        """
+        zip_path = await self._built_zip(closed, name)
+        zip_sha256 = (await self._recorded(closed, ExportEvent.BUILT))["zip_sha256"]
+        cms_sha256 = await self._signature_at_hand(closed, name, zip_path)
+        parts = delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256)
+        channel = self.channel.channel
+        attempt = 0
+        while True:
+            attempt += 1
+            with STEP_SECONDS.labels(step="deliver").time():
+                outcome = await attempt_delivery(self.channel, parts)
+            if outcome.delivered:
+                return delivered_detail(*outcome.receipts)
+            kind = outcome.verdict.kind
+            DELIVERY_FAILURES.labels(channel=channel, kind=kind).inc()
+            context = {"operator_id": closed.operator_id, "day": closed.day, "channel": channel,
+                       "remote_name": outcome.failed.remote_name, "kind": kind, "attempt": attempt,
+                       "error": outcome.reason}
+            if outcome.verdict.next is Next.GIVE_UP:
+                log.critical("export delivery refused; it stays in SIGNED until a person acts", extra=context)
+                return None
+            delay = retry_delay(attempt)
+            log.warning("export delivery failed; the export waits in SIGNED and is retried",
+                        extra={**context, "retry_in_s": delay})
+            await asyncio.sleep(delay)
+
+    async def _signature_at_hand(self, closed: DayClosed, name: str, zip_path: Path) -> str:
+        """SHA-256 of `NAME.zip.p7s` on this worker, signed again here if it is missing or not the
+        recorded one (another worker signed, or this one lost its disk)."""
+        recorded = (await self._recorded(closed, ExportEvent.SIGNED))["cms_sha256"]
+        cms_path = zip_path.with_name(zip_path.name + ".p7s")
+        if cms_path.exists() and file_sha256(cms_path) == recorded:
+            return recorded
+        signed = await self._sign(closed, name)
+        if signed["cms_sha256"] != recorded:
+            # Ed25519 signs the same bytes again; ECDSA does not. The new CMS is as valid, and
+            # the DELIVERED step records the digest of the one that went out.
+            log.warning("signature made again differs from the recorded one", extra={
+                "operator_id": closed.operator_id, "day": closed.day, "profile": signed["profile"],
+                "recorded_cms_sha256": recorded, "cms_sha256": signed["cms_sha256"]})
+        return signed["cms_sha256"]
 
     def _sign_in_hsm(self, zip_path: Path, checkpoint_bytes: bytes, cut_off):
         if self._signer is None:

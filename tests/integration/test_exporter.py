@@ -1,11 +1,12 @@
 """The exporter agent on the real stack: DLRs → CDRs → a closed day → a built, HSM-signed export
-that verifies against the stack's CA; with exports disabled nothing is built, and the closed day
-waits in Kafka until they are enabled."""
+that verifies against the stack's CA, delivered to the regulator simulator over SFTP or HTTPS;
+with exports disabled nothing is built, and the closed day waits in Kafka until they are enabled."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -29,6 +31,12 @@ DLRS = 600
 AGENTS = "ingest,store,rollup,rollup-store,exporter"
 
 
+@pytest.fixture(scope="module")
+def regulator(stack) -> dict:
+    """What `stack up` recorded for the simulator: control URL and drop-box paths."""
+    return stack.state.read_manifest()["regulator"]
+
+
 async def _exports(run: LocalPipeline) -> dict[str, str]:
     """Operator → current export state of DAY (absent: no export recorded)."""
     conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
@@ -40,6 +48,30 @@ async def _exports(run: LocalPipeline) -> dict[str, str]:
     finally:
         await conn.close()
     return {r["operator_id"]: r["state"] for r in rows}
+
+
+async def _in_states(run: LocalPipeline, wanted: set[str]) -> dict[str, str] | None:
+    """Operator → state once every operator's export of DAY is in one of `wanted`, else None."""
+    states = await _exports(run)
+    return states if len(states) == len(run.operators) and set(states.values()) <= wanted else None
+
+
+async def _steps(run: LocalPipeline, operator_id: str) -> list[tuple[str, dict]]:
+    """(event, detail) of every recorded step of the operator's export of DAY, in order."""
+    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+    try:
+        rows = await conn.fetch("SELECT event, detail FROM export_transition WHERE operator_id = $1 AND day = $2 "
+                                "ORDER BY step", operator_id, DAY.date())
+    finally:
+        await conn.close()
+    return [(r["event"], json.loads(r["detail"])) for r in rows]
+
+
+async def _receipts(regulator: dict, file_name: str) -> list[dict]:
+    async with aiohttp.ClientSession() as session:
+        url = f"{regulator['control_url']}/control/receipts"
+        async with session.get(url, params={"file": file_name}) as response:
+            return (await response.json())["receipts"]
 
 
 async def _day_cdrs(run: LocalPipeline, operator_id: str) -> int:
@@ -76,7 +108,9 @@ async def test_a_closed_day_becomes_a_signed_export_that_verifies(stack_env, sta
         run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
         await _day_of_traffic(run)
         _tick(run)
-        states = await eventually(lambda: _signed(run), timeout=240, what="both operators' exports SIGNED")
+        # Delivery follows signing at once: either state shows the signing step is done.
+        states = await eventually(lambda: _in_states(run, {"SIGNED", "DELIVERED"}), timeout=240,
+                                  what="both operators' exports SIGNED")
         assert set(states) == set(run.operators)
 
         anchors = load_trust_anchors(Path(run.env["CDR_HSM_CA_CERT"]).read_bytes())
@@ -98,9 +132,46 @@ async def test_a_closed_day_becomes_a_signed_export_that_verifies(stack_env, sta
         run.stop_all()
 
 
-async def _signed(run: LocalPipeline) -> dict[str, str] | None:
-    states = await _exports(run)
-    return states if len(states) == len(run.operators) and set(states.values()) == {"SIGNED"} else None
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sftp", "https"])
+async def test_a_closed_day_is_delivered_to_the_regulator_with_its_signature(stack_env, stack, regulator, tmp_path,
+                                                                             method):
+    run = LocalPipeline(stack_env, tmp_path, operators=2, partitions=2)
+    try:
+        run.start("bridge", "bridge")
+        worker = run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS, CDR_DELIVERY_METHOD=method)
+        await _day_of_traffic(run)
+        _tick(run)
+        await eventually(lambda: _in_states(run, {"DELIVERED"}), timeout=300,
+                         what=f"both exports DELIVERED over {method}", log=run.log_path("worker"), alive=worker)
+
+        inbox = Path(regulator["inbox"])
+        for operator_id in run.operators:
+            folder = run.work_dir / "worker-data" / "exports" / operator_id
+            (zip_path,) = folder.glob("*.zip")
+            content, cms = zip_path.read_bytes(), zip_path.with_name(zip_path.name + ".p7s").read_bytes()
+            zip_sha256, cms_sha256 = hashlib.sha256(content).hexdigest(), hashlib.sha256(cms).hexdigest()
+            recorded = await _steps(run, operator_id)
+            assert [event for event, _ in recorded] == ["built", "signed", "delivered"]
+            steps = dict(recorded)
+            assert steps["built"]["zip_sha256"] == zip_sha256 and steps["signed"]["cms_sha256"] == cms_sha256
+            delivered = steps["delivered"]
+            assert (delivered["channel"], delivered["remote_name"], delivered["sha256"], delivered["size"],
+                    delivered["outcome"]) == (method, zip_path.name, zip_sha256, len(content), "stored")
+            assert (delivered["signature"]["remote_name"], delivered["signature"]["sha256"]) == (
+                f"{zip_path.name}.p7s", cms_sha256)
+
+            # The regulator's own ledger: one receipt per file, of the bytes that were built and signed.
+            (receipt,) = await eventually(lambda: _receipts(regulator, zip_path.name), timeout=30,
+                                          what=f"the regulator's receipt of {zip_path.name}")
+            assert (receipt["sha256"], receipt["size"], receipt["channel"]) == (zip_sha256, len(content), method)
+            (signature_receipt,) = await eventually(lambda: _receipts(regulator, f"{zip_path.name}.p7s"), timeout=30,
+                                                    what=f"the regulator's receipt of {zip_path.name}.p7s")
+            assert signature_receipt["sha256"] == cms_sha256
+            assert (inbox / zip_path.name).read_bytes() == content
+            assert not (inbox / (zip_path.name.removesuffix(".zip") + ".checkpoint.sig")).exists()  # stays with us
+    finally:
+        run.stop_all()
 
 
 @pytest.mark.slow
@@ -129,6 +200,6 @@ async def test_with_exports_disabled_nothing_is_built_and_the_day_waits_in_kafka
         # Enabled again: the closed days waiting in Kafka are exported.
         run.kill("worker", sig=15)
         run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
-        await eventually(lambda: _signed(run), timeout=240, what="exports after enabling")
+        await eventually(lambda: _in_states(run, {"DELIVERED"}), timeout=240, what="exports after enabling")
     finally:
         run.stop_all()
