@@ -106,35 +106,6 @@ class OperatorIngestState:
         return cls(**value)
 
 
-class StateConflict(ValueError):
-    """Two states of one operator at the same source offset with different chain heads: the
-    chain forked somewhere before (processing is deterministic, so this never happens unless
-    input was skipped)."""
-
-
-def furthest_state(held: OperatorIngestState | None, incoming: OperatorIngestState) -> OperatorIngestState:
-    """Of two states of one operator's chain, the one further along the source partition.
-
-    A table partition can receive an older state after a newer one: a worker that lost its
-    partition in a rebalance but has not noticed yet (a zombie; there is no fencing without
-    Kafka transactions) still sends the states of the batches it finishes. Every worker applies
-    the same records in the same order, so all states of an operator lie on one path, ordered by
-    ``applied_offset``; keeping the furthest is exact, and letting the last write win instead
-    would move the chain head back while the partition's position stays ahead — the next batch
-    would then chain from a stale head (a fork). Equal offsets with different heads mean a fork
-    already happened: `StateConflict`.
-    """
-    if held is None or incoming.applied_offset > held.applied_offset:
-        return incoming
-    if incoming.applied_offset < held.applied_offset:
-        return held
-    if incoming != held:
-        raise StateConflict(f"{incoming.operator_id}: two states at source offset {incoming.applied_offset}: "
-                            f"chain_seq {held.chain_seq} head {held.head_hash} and "
-                            f"chain_seq {incoming.chain_seq} head {incoming.head_hash}")
-    return held
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class DedupEntry:
     source_offset: int  # offset of the batch record that accepted the DLR

@@ -365,7 +365,7 @@ class OperatorRollupState:
       of its last hour; `domain.day_close` numbers them with this count, in closing order).
     * `applied_offset`: the CDR-topic offset of the last record applied to this state (set by the
       agent, `with_applied_offset`; -1 before any). Like the ingest state's, it orders an
-      operator's states along the one path they all lie on (`furthest_rollup_state`), and the
+      operator's states along the one path they all lie on (`source_position.furthest`), and the
       largest in a partition is where that partition resumes (`domain/source_position.py`).
     """
 
@@ -417,30 +417,6 @@ class OperatorRollupState:
             values[name] = {hour: HourRollup.from_dict(rollup) for hour, rollup in sorted(values[name].items())}
         values["revisions"] = dict(sorted(values["revisions"].items()))
         return cls(**values)
-
-
-class RollupStateConflict(ValueError):
-    """Two different states of one operator at one CDR-topic offset (the rollup is deterministic,
-    so this means they were built from different input)."""
-
-
-def furthest_rollup_state(held: OperatorRollupState | None,
-                          incoming: OperatorRollupState) -> OperatorRollupState:
-    """Of two states of one operator's rollup, the one further along the CDR topic partition.
-
-    The same reasoning as `domain.ingest.furthest_state`: a worker that lost the partition
-    without noticing may append an older state to the changelog after the new owner's newer one;
-    a last-write-wins restore would move the rollup back while the partition resumes after it.
-    """
-    if held is None or incoming.applied_offset > held.applied_offset:
-        return incoming
-    if incoming.applied_offset < held.applied_offset:
-        return held
-    if incoming != held:
-        raise RollupStateConflict(f"{incoming.operator_id}: two rollup states at CDR-topic offset "
-                                  f"{incoming.applied_offset} (chain_seq {held.last_chain_seq} and "
-                                  f"{incoming.last_chain_seq})")
-    return held
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ transactions nothing fences a worker that lost its partition and has not noticed
 append an older state after the new owner's newer one. Applied as is, that key's state would move
 back while the partition resumes after it (`domain/source_position.py`), and the next record
 would be applied to stale state. Our states record the source offset they reflect
-(`applied_offset`), so the tables choose the furthest state instead (the domain's rule, passed in
-as `furthest`). This runs for restores of active partitions and for standbys alike: both go
+(`applied_offset`), so the tables choose the furthest state instead
+(`domain.source_position.furthest`). This runs for restores of active partitions and for standbys alike: both go
 through `Table.apply_changelog_batch`.
 """
 
@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
+
+from cdr_mediation.domain.source_position import StateConflict, furthest
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ class FurthestStateRule:
     table: str
     is_state_key: Callable[[bytes], bool]  # raw changelog key → is it a state with applied_offset?
     load: Callable[[Mapping[str, Any]], Any]  # JSON value → the domain state
-    furthest: Callable[[Any, Any], Any]  # (held or None, incoming) → the state to keep
-    conflict: type[Exception]  # what `furthest` raises for two different states at one offset
 
     def rewrite(self, store, events: list) -> None:
         """Rewrite, in place, every state record of `events` that is behind the state held for its
@@ -57,8 +57,8 @@ class FurthestStateRule:
             current = held.get(slot)
             source = f"changelog:{self.table}:{message.partition}:{message.offset}"
             try:
-                kept = self.furthest(current[0] if current else None, incoming)
-            except self.conflict as conflict:
+                kept = furthest(current[0] if current else None, incoming)
+            except StateConflict as conflict:
                 STATE_CONFLICTS.labels(table=self.table).inc()
                 log.critical("state conflict in a changelog; keeping the state held",
                              extra={"error": str(conflict), "source": source})

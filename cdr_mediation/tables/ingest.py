@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import faust
 import orjson
 
-from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState, StateConflict, dedup_key, furthest_state
+from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState, dedup_key
 from cdr_mediation.domain.source_position import resume_offset
 from cdr_mediation.tables.furthest import FurthestStateRule, applied_offsets
 from cdr_mediation.tables.durable import write_acknowledged
@@ -62,7 +62,7 @@ class IngestTable(faust.Table):
 
 
 FURTHEST_STATE = FurthestStateRule(table="ingest-state", is_state_key=lambda key: key.startswith(_RAW_STATE_PREFIX),
-                                   load=OperatorIngestState.from_dict, furthest=furthest_state, conflict=StateConflict)
+                                   load=OperatorIngestState.from_dict)
 
 
 class IngestTableView:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import faust
 
-from cdr_mediation.domain.rollup import OperatorRollupState, RollupStateConflict, furthest_rollup_state
+from cdr_mediation.domain.rollup import OperatorRollupState
 from cdr_mediation.domain.source_position import resume_offset
 from cdr_mediation.tables.durable import write_acknowledged
 from cdr_mediation.tables.furthest import FurthestStateRule, applied_offsets
@@ -33,8 +33,7 @@ class RollupTable(faust.Table):
 
 
 FURTHEST_STATE = FurthestStateRule(table="rollup-state", is_state_key=lambda key: True,
-                                   load=OperatorRollupState.from_dict, furthest=furthest_rollup_state,
-                                   conflict=RollupStateConflict)
+                                   load=OperatorRollupState.from_dict)
 
 
 class RollupTableView:

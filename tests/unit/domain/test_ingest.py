@@ -24,13 +24,12 @@ from cdr_mediation.domain.ingest import (
     DeadLetter,
     DedupEntry,
     OperatorIngestState,
-    StateConflict,
     apply_batch,
     dedup_key,
-    furthest_state,
 )
-from cdr_mediation.domain.source_position import resume_offset
 from cdr_mediation.domain.pricing import PricingSnapshot, load_snapshot
+from cdr_mediation.domain.source_position import StateConflict, resume_offset
+from cdr_mediation.domain.source_position import furthest as furthest_state
 
 from .domain_samples import PRICING_DOC, dlr_doc
 

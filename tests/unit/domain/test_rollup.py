@@ -689,12 +689,13 @@ class TestProperties:
 
 
 def test_the_furthest_rollup_state_wins_whatever_order_states_arrive_in():
-    from cdr_mediation.domain.rollup import RollupStateConflict, furthest_rollup_state
+    from cdr_mediation.domain.source_position import StateConflict
+    from cdr_mediation.domain.source_position import furthest as furthest_rollup_state
 
     older = OperatorRollupState(OP, last_chain_seq=10, applied_offset=3)
     newer = OperatorRollupState(OP, last_chain_seq=25, applied_offset=8)
     assert furthest_rollup_state(older, newer) is newer
     assert furthest_rollup_state(newer, older) is newer
     assert furthest_rollup_state(None, older) is older
-    with pytest.raises(RollupStateConflict, match="offset 8"):
+    with pytest.raises(StateConflict, match="offset 8"):
         furthest_rollup_state(newer, OperatorRollupState(OP, last_chain_seq=26, applied_offset=8))
