@@ -146,7 +146,7 @@ class Consumer(faust_aiokafka.Consumer):
     fetched in between, after the seek of its partition, reaches its agent's queue, and
     `flow_control.resume()` right after the seek clears that queue: the record is never
     processed, and the next one follows it without an offset gap. Seen in
-    tests/integration/test_ingest_resume.py about every third run: CDR records the ingest agent
+    tests/integration/test_resume_from_tables.py about every third run: CDR records the ingest agent
     emitted during that window were never stored or rolled up, and an ingest agent stopped for
     good. The seek therefore stops the flow first; its callers resume it.
 
