@@ -92,16 +92,30 @@ def _assigned(consumer: AIOKafkaConsumer, wanted: set[TopicPartition]):
     return probe
 
 
-async def test_ingest_resumes_from_its_table_when_the_committed_offset_is_ahead(pipeline):
-    run = pipeline()
-    bootstrap, group, dlr_topic = run.env["CDR_KAFKA_BOOTSTRAP"], run.env["CDR_APP_ID"], run.topic("dlr.v1")
-    documents, ids = _traffic(run, 2 * HALF)
-
+async def _first_half_stored_then_stopped(run: LocalPipeline, documents: list[bytes], ids: list[str]) -> None:
+    """Bridge and worker up, the first half stored; the worker then stopped, its data directory gone."""
     run.start("bridge", "bridge")
     run.start("worker", "worker")
     await run.publish(documents[:HALF], msg_ids=ids[:HALF])
     await wait_stored(run, HALF, timeout=180, what="first half")
     await _stop_and_forget(run, "worker")
+
+
+def _log_ends(topic: str, records) -> dict[TopicPartition, int]:
+    """Per partition of `topic`, the offset after the last of `records` (where a commit of all would be)."""
+    ends: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(topic, record.partition)
+        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    return ends
+
+
+async def test_ingest_resumes_from_its_table_when_the_committed_offset_is_ahead(pipeline):
+    run = pipeline()
+    bootstrap, group, dlr_topic = run.env["CDR_KAFKA_BOOTSTRAP"], run.env["CDR_APP_ID"], run.topic("dlr.v1")
+    documents, ids = _traffic(run, 2 * HALF)
+
+    await _first_half_stored_then_stopped(run, documents, ids)
 
     await run.publish(documents[HALF:], msg_ids=ids[HALF:])
 
@@ -110,10 +124,7 @@ async def test_ingest_resumes_from_its_table_when_the_committed_offset_is_ahead(
         return records if sum(len(decode_dlr_batch(r.value)) for r in records) >= 2 * HALF else None
 
     records = await eventually(all_forwarded, timeout=120, what="every DLR forwarded to Kafka")
-    ends: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(dlr_topic, record.partition)
-        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    ends = _log_ends(dlr_topic, records)
     await _commit(bootstrap, group, ends)
     committed = (await committed_offsets(bootstrap, group, [dlr_topic]))[dlr_topic]
     assert {p: o for p, o in committed.items() if o is not None} == {tp.partition: o for tp, o in ends.items()}, (
@@ -185,11 +196,7 @@ async def test_store_and_rollups_resume_from_the_rollup_table_when_the_cdr_commi
     run = pipeline()
     bootstrap, group, cdr_topic = run.env["CDR_KAFKA_BOOTSTRAP"], run.env["CDR_APP_ID"], run.topic("cdr.v1")
     documents, ids = _traffic(run, 2 * HALF)
-    run.start("bridge", "bridge")
-    run.start("worker", "worker")
-    await run.publish(documents[:HALF], msg_ids=ids[:HALF])
-    await wait_stored(run, HALF, timeout=180, what="first half")
-    await _stop_and_forget(run, "worker")
+    await _first_half_stored_then_stopped(run, documents, ids)
 
     run.start("ingest", "worker", CDR_WORKER_AGENTS="ingest")
     await run.publish(documents[HALF:], msg_ids=ids[HALF:])
@@ -202,10 +209,7 @@ async def test_store_and_rollups_resume_from_the_rollup_table_when_the_cdr_commi
 
     records = await eventually(all_chained, timeout=120, what="every CDR in the CDR topic")
     await _stop_and_forget(run, "ingest")
-    ends: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(cdr_topic, record.partition)
-        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    ends = _log_ends(cdr_topic, records)
     await _commit(bootstrap, group, ends)
     assert len(await stored_cdr_ids(run)) == HALF, "nothing of the second half may be stored yet"
 
