@@ -250,6 +250,60 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
+def _with_database(name: str, act):
+    """Run `act(conn, settings)` against the configured PostgreSQL in a process of its own."""
+    import asyncpg
+
+    from cdr_mediation.runtime import start_process
+
+    process = start_process(name, worker=False, metrics=False)
+
+    async def run():
+        conn = await asyncpg.connect(process.settings.pg_dsn.get_secret_value())
+        try:
+            return await act(conn, process.settings)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def cmd_export_status(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.export_commands import export_status
+
+    for line in _with_database("export-status", lambda conn, _: export_status(conn, args.operator)):
+        print(json.dumps(line))
+    return 0
+
+
+def cmd_export_resume(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.export_commands import PersonsAct, resume_export
+
+    act = PersonsAct(args.actor, args.ticket)
+    state = _with_database("export-resume", lambda conn, _: resume_export(conn, args.operator, args.day, act))
+    print(json.dumps({"operator_id": args.operator, "day": args.day, "state": state.value}))
+    return 0
+
+
+def cmd_export_reissue(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.export_commands import PersonsAct, reissue_export
+    from cdr_mediation.domain.export_config import load_export_config
+
+    act = PersonsAct(args.actor, args.ticket)
+
+    async def reissue(conn, settings):
+        if settings.export_config_file is None:
+            raise SystemExit("cdrmed export reissue: CDR_EXPORT_CONFIG_FILE is not set")
+        config = load_export_config(settings.export_config_file.read_bytes())
+        out_dir = settings.export_dir or settings.data_dir / "exports"
+        return await reissue_export(conn, config, out_dir, args.operator, args.day, act)
+
+    detail = _with_database("export-reissue", reissue)
+    print(json.dumps({"operator_id": args.operator, "day": args.day, "state": "REBUILT",
+                      **{k: detail[k] for k in ("file_name", "zip_sha256", "previous_zip_sha256", "same_bytes")}}))
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from cdr_mediation.stack.devjob import run_dev_job
 
@@ -333,6 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--compare", action="store_true", help="compare with the heads stored in PostgreSQL")
     replay.add_argument("--work-dir", default=None, help="fresh state directory (default <data dir>/replay)")
     replay.set_defaults(func=cmd_replay)
+
+    export = sub.add_parser("export", help="export files: status, and what a person does to them").add_subparsers(
+        dest="action", required=True)
+    status_cmd = export.add_parser("status", help="exports and their lifecycle states (JSON lines)")
+    status_cmd.add_argument("--operator")
+    status_cmd.set_defaults(func=cmd_export_status)
+    for name, func, help_text in (
+            ("resume", cmd_export_resume, "take a MANUAL export back to PENDING once its cause is fixed"),
+            ("reissue", cmd_export_reissue, "build a REJECTED export again (the corrected file) and record REBUILT")):
+        command = export.add_parser(name, help=help_text)
+        command.add_argument("--operator", required=True)
+        command.add_argument("--day", required=True, type=lambda v: dt.date.fromisoformat(v).isoformat())
+        command.add_argument("--actor", required=True, help="who acts (recorded on the step)")
+        command.add_argument("--ticket", required=True, help="the ticket that authorises it (recorded)")
+        command.set_defaults(func=func)
 
     dev = with_state_dir(sub.add_parser("dev", help="the main job on the local stack"))
     dev.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")

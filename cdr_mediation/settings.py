@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     https_client_key_passphrase: SecretStr = Field(SecretStr(""), description="passphrase of an encrypted "
                                                                               "client key")
 
+    # Following a delivered export up (domain/export_followup.py). The deadline runs from when the
+    # day closed in this system, not from the day itself, so a replay of old days is not MANUAL
+    # at once; the ACK time-out from the last delivery.
+    export_ack_timeout_s: float = Field(6 * 3600, gt=0, description="DELIVERED without an answer this long → "
+                                                                       "TIMED_OUT (then delivered again)")
+    export_deadline_s: float = Field(48 * 3600, gt=0, description="an export not ACKED this long after its day "
+                                                                   "closed goes to MANUAL (alert)")
+    export_poll_interval_s: float = Field(60.0, gt=0, description="how often the regulator's answers are fetched "
+                                                                  "and time-outs checked")
+    export_retry_base_s: float = Field(5.0, gt=0, description="first retry delay of a failed signing or "
+                                                              "delivery (doubling, capped at 15 min)")
+
     s3_endpoint: str | None = None
     s3_bucket: str = "cdr-archive"
     s3_region: str = "us-east-1"

@@ -15,13 +15,17 @@ It consumes `day.closed.v1` and moves each day's export along the lifecycle
   outcome. The receiver already holding these bytes (a crash between upload and record) counts
   as delivered. While the endpoint is down the export waits in SIGNED and delivery is retried
   with backoff; a permanent refusal (access refused, other bytes under the name) is logged
-  critical and counted, and the export is left in SIGNED without further retries (MANUAL at the
-  deadline is a later step).
+  critical, counted, and recorded as `delivery_refused`: the export goes to MANUAL at once.
 
-Acknowledgement and archiving are the next steps (not here yet). Building is deterministic, so
-a worker that did not build a file (another worker did, or it lost its disk) builds it again and
-must get the recorded SHA-256 before it signs or delivers; a missing or different signature file
-is signed again before delivery. A record delivered again after a crash resumes at the recorded
+A failure that may pass (HSM locked, endpoint down) is retried in place with `retry_delay`
+backoff (`CDR_EXPORT_RETRY_BASE_S`), re-reading the state before each try, so the loop stops
+when the follow-up (`agents/export_followup.py`: answers, time-outs, the deadline) has taken the
+export to MANUAL. Building is deterministic, so a worker that did not build a file (another
+worker did, or it lost its disk) builds it again and must get the recorded SHA-256 before it
+signs or delivers; other bytes halt the export (`ExportHalted`, metric
+`cdr_export_halted_total`): the stored CDRs or the configuration changed, and only a person can
+say which file is right. A signature recorded for these ZIP bytes and still at hand is reused;
+a missing one is made again. A record delivered again after a crash resumes at the recorded
 state. With `CDR_EXPORT_ENABLED=false` the agent is not started at all: closed days wait in
 Kafka until exports are enabled.
 """
@@ -72,7 +76,18 @@ STEPS = Counter("cdr_export_steps_total", "Export lifecycle steps recorded", ["t
 HSM_FAILURES = Counter("cdr_export_hsm_failures_total", "Signing attempts the HSM refused or could not serve")
 DELIVERY_FAILURES = Counter("cdr_export_delivery_failures_total",
                             "Delivery attempts that did not leave the file with the regulator", ["channel", "kind"])
+FOLLOW_UP_FAILURES = Counter("cdr_export_followup_failures_total", "Follow-up polls that failed")
+HALTED = Counter("cdr_export_halted_total", "Exports stopped until a person acts", ["reason"])
 STEP_SECONDS = Histogram("cdr_export_step_seconds", "Time to build, sign or deliver one export file", ["step"])
+
+
+class ExportHalted(RuntimeError):
+    """The export cannot go on without a person: logged critical and counted; the deadline then
+    takes it to MANUAL. Never retried by itself, because retrying cannot change the cause."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Exporter:
@@ -86,6 +101,7 @@ class Exporter:
         self.hsm_config = HsmConfig(settings.hsm_module, settings.hsm_token_label, settings.hsm_pin.get_secret_value(),
                                     settings.hsm_softhsm2_conf or None)
         self._signer: HsmSigner | None = None
+        self.retry_base_s = settings.export_retry_base_s
         self.channel = delivery_channel(settings)
         self.sink = PostgresSink("export", settings.pg_dsn.get_secret_value(), readiness, contradiction=ExportConflict)
 
@@ -93,123 +109,140 @@ class Exporter:
         operator = self.config.operator(closed.operator_id)
         name = file_name(self.config, operator, closed.day_sequence)
         await self.sink.commit(lambda conn: ensure_export(conn, closed, name))
+        await self.drive(closed)
+
+    async def drive(self, closed: DayClosed) -> None:
+        """Move the export as far as this system can take it: to DELIVERED, or to MANUAL when
+        the delivery is refused for good. A failure that may pass (HSM locked, endpoint down)
+        is retried here with backoff, re-reading the state before each try: the follow-up
+        takes the export to MANUAL at its deadline, and then this loop stops."""
+        name = file_name(self.config, self.config.operator(closed.operator_id), closed.day_sequence)
+        failures = 0
         while True:
             state, _ = await self.sink.commit(lambda conn: current_state(conn, closed.operator_id, closed.day))
             try:
                 if state is ExportState.PENDING:
                     with STEP_SECONDS.labels(step="build").time():
                         built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
+                    await self._checked_against_earlier_builds(closed, built.zip_sha256)
                     await self._record(closed, ExportEvent.BUILT, {
                         "file_name": built.file_name, "zip_sha256": built.zip_sha256,
                         "checkpoint": built.checkpoint.to_dict()})
-                elif state is ExportState.BUILT:
+                elif state in (ExportState.BUILT, ExportState.REBUILT):
                     detail = await self._sign(closed, name)
+                    if detail is None:
+                        failures += 1
+                        await asyncio.sleep(retry_delay(failures, base_s=self.retry_base_s))
+                        continue
                     await self._record(closed, ExportEvent.SIGNED, detail)
                 elif state is ExportState.SIGNED:
-                    detail = await self._deliver(closed, name)
-                    if detail is None:
-                        return  # refused for good: left in SIGNED (see _deliver)
-                    await self._record(closed, ExportEvent.DELIVERED, detail)
+                    outcome = await self.deliver_once(closed, name)
+                    if outcome.delivered:
+                        await self._record(closed, ExportEvent.DELIVERED, delivered_detail(*outcome.receipts))
+                    elif outcome.verdict.next is Next.GIVE_UP:
+                        await self._record(closed, ExportEvent.DELIVERY_REFUSED, {
+                            "kind": outcome.verdict.kind, "remote_name": outcome.failed.remote_name,
+                            "reason": outcome.reason, "channel": self.channel.channel})
+                    else:
+                        failures += 1
+                        await asyncio.sleep(retry_delay(failures, base_s=self.retry_base_s))
                 else:
-                    return  # delivered or further: acknowledgement and the rest are not this agent's yet
+                    return  # delivered or further: the follow-up (agents/export_followup.py) takes over
             except ConcurrentTransition as exc:
                 log.info("another exporter moved this export first; reloading", extra={"error": str(exc)})
+            except ExportHalted as exc:
+                HALTED.labels(reason=exc.reason).inc()
+                log.critical("export halted; a person must act (it goes to MANUAL at its deadline)", extra={
+                    "operator_id": closed.operator_id, "day": closed.day, "reason": exc.reason, "error": str(exc)})
+                return
 
     async def _record(self, closed: DayClosed, event: ExportEvent, detail: dict) -> None:
-        state = await self.sink.commit(
-            lambda conn: record_transition(conn, closed.operator_id, closed.day, event, actor=ACTOR, detail=detail))
-        STEPS.labels(to_state=state.value).inc()
-        log.info("export step", extra={"operator_id": closed.operator_id, "day": closed.day,
-                                       "event": event.value, "state": state.value})
+        await record_step(self.sink, closed.operator_id, closed.day, event, detail, actor=ACTOR)
 
     def _dir(self, closed: DayClosed) -> Path:
         path = self.out_dir / closed.operator_id
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    async def _recorded(self, closed: DayClosed, event: ExportEvent) -> dict:
-        """The detail of the latest `event` step of this export."""
+    async def _recorded(self, closed: DayClosed, *events: ExportEvent) -> dict | None:
+        """The detail of the latest step that is one of `events`, or None."""
         steps = await self.sink.commit(lambda conn: history(conn, closed.operator_id, closed.day))
-        return next(step.detail for step in reversed(steps) if step.event is event)
+        return next((step.detail for step in reversed(steps) if step.event in events), None)
 
-    async def _built_zip(self, closed: DayClosed, name: str) -> Path:
-        """The ZIP recorded as built, rebuilt here if this worker does not hold those bytes."""
-        recorded = await self._recorded(closed, ExportEvent.BUILT)
+    async def _checked_against_earlier_builds(self, closed: DayClosed, zip_sha256: str) -> None:
+        """A build after a resume must give the bytes built before: a file name stands for one
+        file (a corrected file is a rebuild after a rejection, `cdrmed export reissue`)."""
+        earlier = await self._recorded(closed, ExportEvent.BUILT, ExportEvent.REBUILT)
+        if earlier is not None and earlier["zip_sha256"] != zip_sha256:
+            raise ExportHalted("rebuild_differs", f"built ZIP {zip_sha256} differs from the recorded "
+                                                  f"{earlier['zip_sha256']}: the stored CDRs or the configuration changed")
+
+    async def _built_zip(self, closed: DayClosed, name: str) -> tuple[Path, str]:
+        """The ZIP recorded as built (or rebuilt) and its SHA-256, built again here if this worker
+        does not hold those bytes."""
+        recorded = (await self._recorded(closed, ExportEvent.BUILT, ExportEvent.REBUILT))["zip_sha256"]
         path = self._dir(closed) / f"{name}.zip"
-        if not path.exists() or file_sha256(path) != recorded["zip_sha256"]:
+        if not path.exists() or file_sha256(path) != recorded:
             built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
-            if built.zip_sha256 != recorded["zip_sha256"]:
-                raise RuntimeError(f"{name}: rebuilt ZIP {built.zip_sha256} differs from the recorded "
-                                   f"{recorded['zip_sha256']}: the stored CDRs changed since the build")
-        return path
+            if built.zip_sha256 != recorded:
+                raise ExportHalted("rebuild_differs", f"{name}: rebuilt ZIP {built.zip_sha256} differs from the "
+                                                      f"recorded {recorded}: the stored CDRs or the configuration changed")
+        return path, recorded
 
-    async def _sign(self, closed: DayClosed, name: str) -> dict:
-        zip_path = await self._built_zip(closed, name)
+    async def _sign(self, closed: DayClosed, name: str) -> dict | None:
+        """The SIGNED step's detail, or None while the HSM cannot sign (counted, logged).
+
+        A signature already recorded for these ZIP bytes and still at hand is reused rather than
+        made again: with ECDSA a new signature would be other bytes than the ones the regulator
+        may already hold."""
+        zip_path, zip_sha256 = await self._built_zip(closed, name)
+        cms_path = zip_path.with_name(zip_path.name + ".p7s")
+        earlier = await self._recorded(closed, ExportEvent.SIGNED)
+        if (earlier is not None and earlier.get("zip_sha256") == zip_sha256 and cms_path.exists()
+                and file_sha256(cms_path) == earlier["cms_sha256"]):
+            return dict(earlier)
         checkpoint_bytes = _checkpoint_member(zip_path)
-        cut_off = day_cut_off(closed.day)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with STEP_SECONDS.labels(step="sign").time():
-                    cms_der, checkpoint_signature = await asyncio.to_thread(self._sign_in_hsm, zip_path,
-                                                                            checkpoint_bytes, cut_off)
-                break
-            except HsmError as exc:
-                HSM_FAILURES.inc()
-                self._signer = None  # a new session next time (token locked, library reloaded, ...)
-                delay = retry_delay(attempt)
-                log.warning("HSM unavailable; signing is retried with backoff", extra={
-                    "operator_id": closed.operator_id, "day": closed.day, "error": str(exc), "retry_in_s": delay})
-                await asyncio.sleep(delay)
+        try:
+            with STEP_SECONDS.labels(step="sign").time():
+                cms_der, checkpoint_signature = await asyncio.to_thread(self._sign_in_hsm, zip_path, checkpoint_bytes,
+                                                                        day_cut_off(closed.day))
+        except HsmError as exc:
+            HSM_FAILURES.inc()
+            self._signer = None  # a new session next time (token locked, library reloaded, ...)
+            log.warning("HSM unavailable; the export waits in BUILT and signing is retried", extra={
+                "operator_id": closed.operator_id, "day": closed.day, "error": str(exc)})
+            return None
         # Checked against the trust anchor before anything says "signed"; the checkpoint
         # signature with the certificate the CMS verified.
         verified = verify_detached(cms_der, zip_path.read_bytes(), self.anchors)
         verify_checkpoint(checkpoint_bytes, checkpoint_signature.signature, checkpoint_signature.key_id,
                           verified.signer)
-        cms_path = zip_path.with_name(zip_path.name + ".p7s")
         cms_path.write_bytes(cms_der)
         zip_path.with_name(f"{name}.checkpoint.json").write_bytes(checkpoint_bytes)
         zip_path.with_name(f"{name}.checkpoint.sig").write_bytes(checkpoint_signature.signature)
-        return {"profile": self.identity.profile.value, "cms_sha256": hashlib.sha256(cms_der).hexdigest(),
+        return {"profile": self.identity.profile.value, "zip_sha256": zip_sha256,
+                "cms_sha256": hashlib.sha256(cms_der).hexdigest(),
                 "checkpoint_key_id": checkpoint_signature.key_id,
                 "checkpoint_signature": checkpoint_signature.signature.hex()}
 
-    async def _deliver(self, closed: DayClosed, name: str) -> dict | None:
-        """Deliver the signature and the ZIP; the DELIVERED step's detail, or None if refused for good.
-
-        Retryable errors (endpoint down, server error) keep the export in SIGNED and retry with
-        `retry_delay` backoff, holding this agent's partition like the HSM retry does. A
-        permanent error (access refused, conflict: the receiver holds other bytes under the
-        name, invalid name) is logged critical and counted, and None returned: the export stays
-        in SIGNED and this agent goes on with the next closed day. Nothing retries it after that
-        (the closed-day record is consumed); a person must act, and a later issue moves such an
-        export to MANUAL at its deadline.
-        """
-        zip_path = await self._built_zip(closed, name)
-        zip_sha256 = (await self._recorded(closed, ExportEvent.BUILT))["zip_sha256"]
+    async def deliver_once(self, closed: DayClosed, name: str):
+        """One pass of delivering the signature and the ZIP (`attempt_delivery`); a failure is
+        counted and logged here, the caller decides (retry, or MANUAL when it is permanent)."""
+        zip_path, zip_sha256 = await self._built_zip(closed, name)
         cms_sha256 = await self._signature_at_hand(closed, name, zip_path)
         parts = delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256)
-        channel = self.channel.channel
-        attempt = 0
-        while True:
-            attempt += 1
-            with STEP_SECONDS.labels(step="deliver").time():
-                outcome = await attempt_delivery(self.channel, parts)
-            if outcome.delivered:
-                return delivered_detail(*outcome.receipts)
-            kind = outcome.verdict.kind
+        with STEP_SECONDS.labels(step="deliver").time():
+            outcome = await attempt_delivery(self.channel, parts)
+        if not outcome.delivered:
+            channel, kind = self.channel.channel, outcome.verdict.kind
             DELIVERY_FAILURES.labels(channel=channel, kind=kind).inc()
             context = {"operator_id": closed.operator_id, "day": closed.day, "channel": channel,
-                       "remote_name": outcome.failed.remote_name, "kind": kind, "attempt": attempt,
-                       "error": outcome.reason}
+                       "remote_name": outcome.failed.remote_name, "kind": kind, "error": outcome.reason}
             if outcome.verdict.next is Next.GIVE_UP:
-                log.critical("export delivery refused; it stays in SIGNED until a person acts", extra=context)
-                return None
-            delay = retry_delay(attempt)
-            log.warning("export delivery failed; the export waits in SIGNED and is retried",
-                        extra={**context, "retry_in_s": delay})
-            await asyncio.sleep(delay)
+                log.critical("export delivery refused; the export goes to MANUAL", extra=context)
+            else:
+                log.warning("export delivery failed; it is retried", extra=context)
+        return outcome
 
     async def _signature_at_hand(self, closed: DayClosed, name: str, zip_path: Path) -> str:
         """SHA-256 of `NAME.zip.p7s` on this worker, signed again here if it is missing or not the
@@ -219,6 +252,8 @@ class Exporter:
         if cms_path.exists() and file_sha256(cms_path) == recorded:
             return recorded
         signed = await self._sign(closed, name)
+        if signed is None:
+            raise ExportHalted("hsm_unavailable", f"{name}: the signature is not at hand and the HSM cannot sign")
         if signed["cms_sha256"] != recorded:
             # Ed25519 signs the same bytes again; ECDSA does not. The new CMS is as valid, and
             # the DELIVERED step records the digest of the one that went out.
@@ -234,13 +269,38 @@ class Exporter:
         return cms_der, sign_checkpoint(checkpoint_bytes, identity=self.identity, signer=self._signer)
 
 
+async def record_step(sink: PostgresSink, operator_id: str, day: str, event: ExportEvent, detail: dict, *,
+                      actor: str) -> ExportState:
+    """Record one lifecycle step (with its audit evidence), count it and log it."""
+    state = await sink.commit(
+        lambda conn: record_transition(conn, operator_id, day, event, actor=actor, detail=detail))
+    STEPS.labels(to_state=state.value).inc()
+    log.log(logging.WARNING if state is ExportState.MANUAL else logging.INFO, "export step",
+            extra={"operator_id": operator_id, "day": day, "event": event.value, "state": state.value, "actor": actor})
+    return state
+
+
 def _checkpoint_member(zip_path: Path) -> bytes:
     with zipfile.ZipFile(zip_path) as archive:
         return archive.read(CHECKPOINT_MEMBER)
 
 
 def register(app: faust.App, settings: Settings, readiness: SinkReadiness) -> None:
+    from cdr_mediation.agents.export_followup import ExportFollowUp, timers
+
     exporter = Exporter(settings, readiness)
+    follow_up = ExportFollowUp(exporter, timers(settings))
+
+    # Every exporter polls, not only the group's leader: the leader may be a worker without the
+    # exporter agent (one consumer group for all agents). Two pollers taking the same step is
+    # harmless: the second loses the race on the step's primary key.
+    @app.timer(settings.export_poll_interval_s, name="export_followup")
+    async def follow_up_exports() -> None:
+        try:
+            await follow_up.poll_once()
+        except Exception:  # noqa: BLE001 - a failed poll must not stop the timer; the next one retries
+            FOLLOW_UP_FAILURES.inc()
+            log.exception("export follow-up poll failed; retried at the next interval")
 
     @app.agent(raw_topic(app, DAY_CLOSED.named(settings.topic_prefix).name), name="exporter")
     async def export(stream: faust.StreamT) -> None:

@@ -10,6 +10,7 @@ persists each transition with an audit row; this module only decides.
     DELIVERED ─timed_out─▶ TIMED_OUT ─redelivered─▶ DELIVERED   (or a late acked / rejected)
     any state but ACKED / MANUAL ─deadline_passed─▶ MANUAL ─manually_delivered─▶ DELIVERED
                                                            (or the regulator's acked / rejected)
+    SIGNED ─delivery_refused─▶ MANUAL ─resumed─▶ PENDING       (a person fixed the cause)
 
 * A failure that leaves the file where it is (HSM locked while BUILT, SFTP down while SIGNED)
   is not a transition: the exporter retries with `retry_delay` until the deadline, when the file
@@ -18,6 +19,12 @@ persists each transition with an audit row; this module only decides.
   corrected file is rebuilt under the same file sequence number (TD.57: a rejected file is
   replaced, not numbered anew) and signed again.
 * A late ACK for a timed-out or manual file is still an ACK.
+* A permanent refusal of the delivery (access refused, other bytes under the name) goes to
+  MANUAL at once: retrying cannot help, and waiting for the deadline only delays the alert.
+* `resumed` (`cdrmed export resume`) takes a MANUAL file back to PENDING once a person has fixed
+  what stopped it; every step is idempotent (the build gives the recorded bytes, the signature
+  at hand is reused, the receiver already holding the files says so), so resuming never makes a
+  second file.
 * ACKED is final.
 """
 
@@ -50,6 +57,8 @@ class ExportEvent(str, enum.Enum):
     REBUILT = "rebuilt"
     DEADLINE_PASSED = "deadline_passed"
     MANUALLY_DELIVERED = "manually_delivered"
+    DELIVERY_REFUSED = "delivery_refused"
+    RESUMED = "resumed"
 
 
 S, E = ExportState, ExportEvent
@@ -69,6 +78,8 @@ TRANSITIONS: Mapping[tuple[ExportState, ExportEvent], ExportState] = {
     (S.MANUAL, E.MANUALLY_DELIVERED): S.DELIVERED,
     (S.MANUAL, E.ACKED): S.ACKED,
     (S.MANUAL, E.REJECTED): S.REJECTED,
+    (S.SIGNED, E.DELIVERY_REFUSED): S.MANUAL,
+    (S.MANUAL, E.RESUMED): S.PENDING,
     **{(state, E.DEADLINE_PASSED): S.MANUAL
        for state in (S.PENDING, S.BUILT, S.SIGNED, S.DELIVERED, S.TIMED_OUT, S.REJECTED, S.REBUILT)},
 }

@@ -253,6 +253,31 @@ async def test_the_regulator_rejects_with_a_rap_file_when_told(https, sftp, regu
     assert (await _receipts(regulator, name))[0]["answer"] == "reject"
 
 
+async def test_a_returned_file_leaves_the_inbox_and_its_corrected_file_is_a_new_receipt(https, sftp, regulator):
+    name = _tap_name()
+    await _answer(regulator, file=name, answer="reject", errors=[34])
+    await sftp.deliver(f"{name}.p7s", b"its signature")
+    await sftp.deliver(name, b"a TAP file the regulator will return")
+    rejected = await eventually(lambda: _returned(regulator, name), timeout=10, what="the file returned")
+    assert not (Path(regulator["inbox"]) / name).exists()
+    assert not (Path(regulator["inbox"]) / f"{name}.p7s").exists()  # the signature goes back with it
+    assert (await _receipts(regulator, f"{name}.p7s"))[0]["returned"] is True
+
+    # The corrected file, other bytes under the same name: not a conflict, a receipt of its own.
+    await _answer(regulator, file=name, answer="ack")
+    corrected = await https.deliver(name, b"the corrected TAP file")
+    assert corrected.outcome is Outcome.STORED
+    (receipt,) = await _receipts(regulator, name)
+    assert receipt["sequence"] > rejected["sequence"] and receipt["sha256"] == corrected.sha256
+    assert (receipt["answer"], receipt["returned"]) == ("ack", False)
+    assert (Path(regulator["inbox"]) / name).read_bytes() == b"the corrected TAP file"
+
+
+async def _returned(regulator: dict, name: str) -> dict | None:
+    receipts = await _receipts(regulator, name)
+    return receipts[0] if receipts and receipts[0]["returned"] else None
+
+
 async def test_the_regulator_stays_silent_when_told_and_can_answer_late(sftp, regulator):
     name = _name("silent")
     await _answer(regulator, file=name, answer="none")

@@ -98,3 +98,65 @@ async def history(conn, operator_id: str, day: str) -> list[ExportStep]:
         "WHERE operator_id = $1 AND day = $2 ORDER BY step", operator_id, dt.date.fromisoformat(day))
     return [ExportStep(r["step"], ExportState(r["from_state"]), ExportEvent(r["event"]), ExportState(r["to_state"]),
                        json.loads(r["detail"]), r["actor"], r["at"]) for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRow:
+    """An export with what the follow-up and the commands need to act on it."""
+
+    operator_id: str
+    day: str
+    file_name: str
+    day_closed: Mapping[str, Any]
+    state: ExportState
+    last_event: ExportEvent | None
+    created_at: dt.datetime
+    entered_at: dt.datetime
+
+
+_EXPORT_ROWS = (
+    "SELECT f.operator_id, f.day, f.file_name, f.day_closed, f.created_at, t.to_state, t.event, t.at "
+    "FROM export_file f LEFT JOIN LATERAL ("
+    "  SELECT to_state, event, at FROM export_transition t WHERE t.operator_id = f.operator_id AND t.day = f.day"
+    "  ORDER BY step DESC LIMIT 1) t ON true ")
+
+
+def _export_row(row) -> ExportRow:
+    return ExportRow(row["operator_id"], row["day"].isoformat(), row["file_name"], json.loads(row["day_closed"]),
+                     ExportState(row["to_state"] or ExportState.PENDING.value),
+                     ExportEvent(row["event"]) if row["event"] else None,
+                     row["created_at"], row["at"] or row["created_at"])
+
+
+async def open_exports(conn, states: frozenset[ExportState]) -> tuple[dt.datetime, list[ExportRow]]:
+    """The database's clock and the exports now in one of `states`, oldest day first.
+
+    The clock is the database's, so that every worker measures time-outs and deadlines alike.
+    """
+    now = await conn.fetchval("SELECT now()")
+    rows = await conn.fetch(_EXPORT_ROWS + "WHERE coalesce(t.to_state, 'PENDING') = ANY($1::text[]) "
+                            "ORDER BY f.day, f.operator_id", sorted(s.value for s in states))
+    return now, [_export_row(r) for r in rows]
+
+
+async def export_row(conn, operator_id: str, day: str) -> ExportRow:
+    row = await conn.fetchrow(_EXPORT_ROWS + "WHERE f.operator_id = $1 AND f.day = $2",
+                              operator_id, dt.date.fromisoformat(day))
+    if row is None:
+        raise LookupError(f"no export of {operator_id} for {day}")
+    return _export_row(row)
+
+
+async def database_now(conn) -> dt.datetime:
+    return await conn.fetchval("SELECT now()")
+
+
+async def export_state_counts(conn) -> dict[ExportState, int]:
+    """How many exports are in each state now (for the alerting gauges)."""
+    rows = await conn.fetch(
+        "SELECT coalesce(t.to_state, 'PENDING') AS state, count(*) AS n FROM export_file f LEFT JOIN LATERAL ("
+        "  SELECT to_state FROM export_transition t WHERE t.operator_id = f.operator_id AND t.day = f.day"
+        "  ORDER BY step DESC LIMIT 1) t ON true GROUP BY 1")
+    counts = {state: 0 for state in ExportState}
+    counts.update({ExportState(r["state"]): r["n"] for r in rows})
+    return counts

@@ -29,6 +29,9 @@ class Receipt:
     answer: str | None = None
     response: str | None = None  # NAME.ack / NAME.rap once written
     answer_error: str | None = None
+    # A file the regulator returned (a RAP rejection) leaves the inbox with its signature: the
+    # name is free again for the corrected file, which gets a receipt of its own.
+    returned: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -39,7 +42,9 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._receipts: dict[str, Receipt] = {}
+        self._receipts: dict[str, Receipt] = {}  # the latest receipt of each name
+        self._received = 0
+        self._rejections = 0
         if path.exists():
             for line in path.read_text().splitlines():
                 if line.strip():
@@ -49,7 +54,10 @@ class Ledger:
         kind = event.pop("event")
         if kind == "received":
             receipt = Receipt(**event)
+            self._received += 1
         else:
+            if kind == "answered" and (event.get("response") or "").endswith(".rap"):
+                self._rejections += 1
             current = self._receipts[event.pop("file")]
             receipt = (dataclasses.replace(current, deliveries=current.deliveries + 1) if kind == "redelivered"
                        else dataclasses.replace(current, **event))
@@ -69,7 +77,7 @@ class Ledger:
 
     def receive(self, file_name: str, sha256: str, size: int, *, channel: str, client: str) -> Receipt:
         received_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return self._append({"event": "received", "sequence": len(self._receipts) + 1, "file": file_name,
+        return self._append({"event": "received", "sequence": self._received + 1, "file": file_name,
                              "sha256": sha256, "size": size, "channel": channel, "client": client,
                              "received_at": received_at})
 
@@ -80,6 +88,9 @@ class Ledger:
         return self._append({"event": "answered", "file": file_name, "answer": answer, "response": response,
                              "answer_error": error})
 
+    def returned(self, file_name: str) -> Receipt:
+        return self._append({"event": "returned", "file": file_name, "returned": True})
+
     def rejections_written(self) -> int:
         """How many RAP files the regulator has sent: the next one's RAP file sequence number - 1."""
-        return sum(1 for r in self._receipts.values() if r.response and r.response.endswith(".rap"))
+        return self._rejections

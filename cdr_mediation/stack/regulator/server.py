@@ -60,7 +60,8 @@ class RegulatorServer:
     # never both take the same file.
 
     def is_known(self, file_name: str) -> bool:
-        return self.ledger.get(file_name) is not None
+        held = self.ledger.get(file_name)
+        return held is not None and not held.returned
 
     def take_from_inbox(self, name: str) -> Receipt:
         """Record a file that arrived over SFTP, and answer it."""
@@ -73,7 +74,7 @@ class RegulatorServer:
         """Decide an HTTPS upload already written (and checked against its digest) to `staged`."""
         if not self.is_known(name) and (self.inbox / name).exists():
             self.take_from_inbox(name)  # delivered over SFTP a moment ago, not yet scanned
-        held = self.ledger.get(name)
+        held = self.ledger.get(name) if self.is_known(name) else None
         arrival = classify_arrival(held.sha256 if held else None, sha256)
         if arrival is not Arrival.NEW:
             staged.unlink()
@@ -105,7 +106,29 @@ class RegulatorServer:
         name = response_name(receipt.file, kind)
         write_atomically(self.outbox / name, data)
         log.info("answered %s with %s", receipt.file, name)
-        return self.ledger.answered(receipt.file, answer=rule.answer.value, response=name, error=None)
+        answered = self.ledger.answered(receipt.file, answer=rule.answer.value, response=name, error=None)
+        if kind is AnswerKind.RAP:
+            self._return(receipt.file)
+            self._return(f"{receipt.file}.p7s")
+            answered = self.ledger.get(receipt.file)
+        return answered
+
+    def _return(self, file_name: str) -> None:
+        """Take a rejected file (or its signature) out of the inbox, kept under `returned/` with
+        its receipt number, so the corrected file can be delivered under the same name."""
+        held = self.ledger.get(file_name)
+        if held is None and (self.inbox / file_name).exists():
+            self.take_from_inbox(file_name)  # arrived in the same scan, not taken yet
+            held = self.ledger.get(file_name)
+        if held is None or held.returned:
+            return
+        returned = self.inbox.parent / "returned"
+        returned.mkdir(exist_ok=True)
+        source = self.inbox / file_name
+        if source.exists():
+            os.replace(source, returned / f"{file_name}.{held.sequence}")
+        self.ledger.returned(file_name)
+        log.info("returned %s (receipt %d)", file_name, held.sequence)
 
     def add_rule(self, rule: AnswerRule, *, apply_to_received: bool) -> list[Receipt]:
         """Add a rule; with `apply_to_received`, also answer matching files that got no answer yet."""

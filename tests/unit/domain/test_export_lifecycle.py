@@ -42,6 +42,8 @@ EXPECTED = {
     (S.TIMED_OUT, E.DEADLINE_PASSED): S.MANUAL,
     (S.REJECTED, E.DEADLINE_PASSED): S.MANUAL,
     (S.REBUILT, E.DEADLINE_PASSED): S.MANUAL,
+    (S.SIGNED, E.DELIVERY_REFUSED): S.MANUAL,
+    (S.MANUAL, E.RESUMED): S.PENDING,
 }
 
 
@@ -76,6 +78,18 @@ def test_the_happy_path_and_the_rejection_path_end_acked() -> None:
                   E.TIMED_OUT, E.REDELIVERED, E.ACKED):
         state = next_state(state, event)
     assert state is S.ACKED
+
+
+def test_a_refused_delivery_goes_to_manual_at_once_and_a_person_resumes_it_from_the_start() -> None:
+    state = S.PENDING
+    for event in (E.BUILT, E.SIGNED, E.DELIVERY_REFUSED):
+        state = next_state(state, event)
+    assert state is S.MANUAL
+    for event in (E.RESUMED, E.BUILT, E.SIGNED, E.DELIVERED, E.ACKED):
+        state = next_state(state, event)
+    assert state is S.ACKED
+    with pytest.raises(IllegalTransition):
+        next_state(S.DELIVERED, E.RESUMED)  # only a file a person holds is resumed
 
 
 def test_every_state_can_reach_acked() -> None:

@@ -30,3 +30,18 @@ def test_sequence_numbers_follow_receipts_and_rejections_are_counted(tmp_path):
     assert ledger.rejections_written() == 1
     assert [r.file for r in ledger.receipts()] == ["a.zip", "b.zip", "c.zip"]
     assert ledger.get("missing.zip") is None
+
+
+def test_a_returned_file_frees_its_name_and_numbers_keep_counting_across_restarts(tmp_path):
+    ledger = Ledger(tmp_path / "receipts.jsonl")
+    ledger.receive("a.zip", "a" * 64, 1, channel="sftp", client="atra")
+    ledger.answered("a.zip", answer="reject", response="a.zip.rap", error=None)
+    assert ledger.returned("a.zip").returned
+    corrected = ledger.receive("a.zip", "b" * 64, 1, channel="sftp", client="atra")
+    assert (corrected.sequence, corrected.returned) == (2, False)
+    ledger.answered("a.zip", answer="reject", response="a.zip.rap", error=None)
+
+    restarted = Ledger(tmp_path / "receipts.jsonl")
+    assert restarted.get("a.zip") == ledger.get("a.zip")
+    assert restarted.rejections_written() == 2  # RAP numbers never repeat, whatever was returned
+    assert restarted.receive("b.zip", "c" * 64, 1, channel="sftp", client="atra").sequence == 3
