@@ -304,6 +304,20 @@ def cmd_export_reissue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_rebuild(args: argparse.Namespace) -> int:
+    from cdr_mediation.agents.export_rebuild import rebuild_and_compare
+    from cdr_mediation.agents.exporter import Exporter
+    from cdr_mediation.agents.pg_sink import SinkReadiness
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("export-rebuild", worker=False, metrics=False)
+    exporter = Exporter(process.settings, SinkReadiness())
+    report = asyncio.run(rebuild_and_compare(exporter, args.operator, args.day))
+    for entry in report:
+        print(json.dumps(entry))
+    return 0 if report[-1]["ok"] else 1
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from cdr_mediation.stack.devjob import run_dev_job
 
@@ -393,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     status_cmd = export.add_parser("status", help="exports and their lifecycle states (JSON lines)")
     status_cmd.add_argument("--operator")
     status_cmd.set_defaults(func=cmd_export_status)
+    rebuild_cmd = export.add_parser("rebuild", help="build an archived export again and compare it byte for byte "
+                                                     "with the archived objects (JSON lines; exit 1 if any differs)")
+    rebuild_cmd.add_argument("--operator", required=True)
+    rebuild_cmd.add_argument("--day", required=True, type=lambda v: dt.date.fromisoformat(v).isoformat())
+    rebuild_cmd.set_defaults(func=cmd_export_rebuild)
     for name, func, help_text in (
             ("resume", cmd_export_resume, "take a MANUAL export back to PENDING once its cause is fixed"),
             ("reissue", cmd_export_reissue, "build a REJECTED export again (the corrected file) and record REBUILT")):

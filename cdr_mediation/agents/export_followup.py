@@ -10,6 +10,8 @@ primary key) runs `poll_once` every `CDR_EXPORT_POLL_INTERVAL_S`:
   (`redelivered`), MANUAL at the deadline;
 * an export a person resumed (`cdrmed export resume`) or reissued (`cdrmed export reissue`)
   is driven on by the exporter here, because no closed-day record will come for it again;
+* whatever a recorded step names for the archive and is not archived yet (S3 was down) is
+  archived (`agents/export_archive.py`);
 * the gauge `cdr_exports{state}` counts the exports in each state, so an alert can fire on
   MANUAL (a person must act) and on REJECTED.
 
@@ -31,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from cdr_mediation.agents.exporter import ACTOR, Exporter, record_step
 from cdr_mediation.agents.export_delivery import delivered_detail
 from cdr_mediation.domain.day_close import DayClosed
+from cdr_mediation.domain.export_archive import answer_key
 from cdr_mediation.domain.export_followup import (
     ANSWERABLE,
     Action,
@@ -88,6 +91,7 @@ class ExportFollowUp:
                 await self._follow(row, now)
             except ConcurrentTransition as exc:
                 log.info("another exporter moved this export first", extra={"error": str(exc)})
+        await self.exporter.archiver.archive_pending()
         counts = await self.sink.commit(export_state_counts)
         for state, count in counts.items():
             EXPORTS.labels(state=state.value).set(count)
@@ -112,7 +116,10 @@ class ExportFollowUp:
                 "operator_id": row.operator_id, "day": row.day, "answer": answer.name,
                 "acknowledged_sha256": answer.acknowledged_sha256, "delivered_sha256": export.delivered_sha256})
         if decision.action is Action.RECORD:
-            detail = {"answer": _answer_evidence(decision.answer)} if decision.answer else {}
+            detail = {}
+            if decision.answer:
+                key = answer_key(row.operator_id, row.day, export.delivered_sha256, decision.answer.name)
+                detail = {"answer": _answer_evidence(decision.answer), "archive_keys": [key]}
             if decision.event is ExportEvent.DEADLINE_PASSED:
                 detail = {"deadline": (row.created_at + self.timers.deadline).isoformat(), "from_state": row.state.value}
             elif decision.event is ExportEvent.TIMED_OUT:
@@ -120,6 +127,7 @@ class ExportFollowUp:
             await record_step(self.sink, row.operator_id, row.day, decision.event, detail, actor=ACTOR)
             if decision.answer:
                 ANSWERS.labels(kind=decision.answer.kind.value).inc()
+                await self.exporter.archiver.archive_keys(row.operator_id, row.day, detail["archive_keys"])
         elif decision.action is Action.REDELIVER:
             outcome = await self.exporter.deliver_once(closed, row.file_name)
             if outcome.delivered:

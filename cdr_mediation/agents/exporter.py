@@ -33,6 +33,7 @@ Kafka until exports are enabled.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import zipfile
@@ -53,6 +54,7 @@ from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import PostgresSink, SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_day_closed
 from cdr_mediation.domain.day_close import DayClosed
+from cdr_mediation.domain.export_archive import delivered_keys
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_name, load_export_config
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, retry_delay
 from cdr_mediation.infra.cms import SigningIdentity, sign_checkpoint, sign_detached_file
@@ -104,6 +106,10 @@ class Exporter:
         self.retry_base_s = settings.export_retry_base_s
         self.channel = delivery_channel(settings)
         self.sink = PostgresSink("export", settings.pg_dsn.get_secret_value(), readiness, contradiction=ExportConflict)
+        from cdr_mediation.agents.export_archive import ExportArchiver
+        from cdr_mediation.infra.archive import archive_store
+
+        self.archiver = ExportArchiver(archive_store(settings), self, settings.archive_retention_days)
 
     async def handle(self, closed: DayClosed) -> None:
         operator = self.config.operator(closed.operator_id)
@@ -138,7 +144,10 @@ class Exporter:
                 elif state is ExportState.SIGNED:
                     outcome = await self.deliver_once(closed, name)
                     if outcome.delivered:
-                        await self._record(closed, ExportEvent.DELIVERED, delivered_detail(*outcome.receipts))
+                        detail = delivered_detail(*outcome.receipts)
+                        keys = delivered_keys(closed.operator_id, closed.day, detail["sha256"], name)
+                        await self._record(closed, ExportEvent.DELIVERED, {**detail, "archive_keys": list(keys.values())})
+                        await self.archiver.archive_keys(closed.operator_id, closed.day, list(keys.values()))
                     elif outcome.verdict.next is Next.GIVE_UP:
                         await self._record(closed, ExportEvent.DELIVERY_REFUSED, {
                             "kind": outcome.verdict.kind, "remote_name": outcome.failed.remote_name,
@@ -220,8 +229,11 @@ class Exporter:
         cms_path.write_bytes(cms_der)
         zip_path.with_name(f"{name}.checkpoint.json").write_bytes(checkpoint_bytes)
         zip_path.with_name(f"{name}.checkpoint.sig").write_bytes(checkpoint_signature.signature)
+        # The CMS itself is kept in the step (a few KB): the archive and an auditor can have the
+        # exact signature that was delivered even after this worker's disk is gone (an ECDSA
+        # signature cannot be made again byte for byte).
         return {"profile": self.identity.profile.value, "zip_sha256": zip_sha256,
-                "cms_sha256": hashlib.sha256(cms_der).hexdigest(),
+                "cms_sha256": hashlib.sha256(cms_der).hexdigest(), "cms_base64": base64.b64encode(cms_der).decode(),
                 "checkpoint_key_id": checkpoint_signature.key_id,
                 "checkpoint_signature": checkpoint_signature.signature.hex()}
 

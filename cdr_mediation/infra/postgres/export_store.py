@@ -160,3 +160,27 @@ async def export_state_counts(conn) -> dict[ExportState, int]:
     counts = {state: 0 for state in ExportState}
     counts.update({ExportState(r["state"]): r["n"] for r in rows})
     return counts
+
+
+async def missing_archive_keys(conn, keys) -> list[str]:
+    """Those of `keys` (in their order) that the archive table does not hold."""
+    held = {r["object_key"] for r in await conn.fetch(
+        "SELECT object_key FROM export_archive WHERE object_key = ANY($1::text[])", list(keys))}
+    return [key for key in keys if key not in held]
+
+
+async def record_archived(conn, operator_id: str, day: str, zip_sha256: str, kind: str, archived) -> None:
+    """Record an object the archive read back and verified (`infra.archive.ArchivedObject`).
+    Recording it again (two exporters archived the same object) is a no-op."""
+    await conn.execute(
+        "INSERT INTO export_archive (operator_id, day, zip_sha256, kind, object_key, sha256, size, version_id, "
+        "retain_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (object_key) DO NOTHING",
+        operator_id, dt.date.fromisoformat(day), zip_sha256, kind, archived.key, archived.sha256, archived.size,
+        archived.version_id, archived.retain_until)
+
+
+async def archived_objects(conn, operator_id: str, day: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT zip_sha256, kind, object_key, sha256, size, version_id, retain_until, archived_at "
+                            "FROM export_archive WHERE operator_id = $1 AND day = $2 ORDER BY archived_at, object_key",
+                            operator_id, dt.date.fromisoformat(day))
+    return [dict(r) for r in rows]
