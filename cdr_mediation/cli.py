@@ -316,6 +316,132 @@ def cmd_export_rebuild(args: argparse.Namespace) -> int:
     for entry in report:
         print(json.dumps(entry))
     return 0 if report[-1]["ok"] else 1
+def _archive_work_dir(settings) -> Path:
+    """Scratch space for segment files (removed after use; sized for one segment)."""
+    path = Path(settings.data_dir) / "cold-tier"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cmd_archive_cold(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from cdr_mediation.agents.cold_tier import ColdTierPolicy, run_cold_pass
+    from cdr_mediation.infra.archive import archive_store
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("archive-cold", worker=False)
+    settings = process.settings
+
+    async def cold_pass():
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            return await run_cold_pass(conn, archive_store(settings), ColdTierPolicy.from_settings(settings),
+                                       now=dt.datetime.now(dt.timezone.utc), work_dir=_archive_work_dir(settings),
+                                       operator_ids=args.operator or None, dry_run=args.dry_run)
+        finally:
+            await conn.close()
+
+    try:
+        report = asyncio.run(cold_pass())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # A segment's release and its record are one transaction: either both happened (the next
+        # pass continues after it) or neither did.
+        print(f"cdrmed archive cold: PostgreSQL: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for planned in report.planned if args.dry_run else []:
+        print(json.dumps({"eligible": planned.to_dict()}))
+    for archived in report.archived:
+        print(json.dumps({"archived": archived}))
+    for failure in report.failures:
+        print(json.dumps({"failed": failure}))
+        print(f"cdrmed archive cold: {failure['operator_id']} {failure['first_seq']}..{failure['last_seq']} not "
+              f"archived ({failure['kind']}): {failure['error']}; nothing of it was deleted", file=sys.stderr)
+    print(json.dumps(report.summary()))
+    return 0 if report.ok else 1
+
+
+def cmd_archive_restore(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import asyncpg
+
+    from cdr_mediation.agents.cold_restore import RestoreRefused, restore_to_file, restore_to_table
+    from cdr_mediation.infra.archive import ArchiveError, archive_store
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("archive-restore", worker=False, metrics=False)
+    settings = process.settings
+
+    async def restore() -> dict:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            with tempfile.TemporaryDirectory(dir=_archive_work_dir(settings), prefix="restore-") as scratch:
+                archive, work = archive_store(settings), Path(scratch)
+                if args.out:
+                    count = await restore_to_file(conn, archive, args.operator, args.from_seq, args.to_seq,
+                                                  Path(args.out), work)
+                    return {"restored": count, "out": str(args.out)}
+                count, new = await restore_to_table(conn, archive, args.operator, args.from_seq, args.to_seq, work)
+                return {"restored": count, "new_rows": new, "table": args.into_table}
+        finally:
+            await conn.close()
+
+    try:
+        result = asyncio.run(restore())
+    except RestoreRefused as exc:
+        line = {"operator_id": args.operator, "ok": False, "error": str(exc)}
+        if exc.first_bad_seq is not None:
+            line["first_bad_seq"] = exc.first_bad_seq
+        print(json.dumps(line))
+        print(f"cdrmed archive restore: {exc}", file=sys.stderr)
+        return 1
+    except ArchiveError as exc:
+        print(f"cdrmed archive restore: archive: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"operator_id": args.operator, "from_seq": args.from_seq, "to_seq": args.to_seq, "ok": True,
+                      **result}))
+    return 0
+
+
+def cmd_archive_verify(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import asyncpg
+
+    from cdr_mediation.agents.cold_restore import verify_operator_archive
+    from cdr_mediation.infra.archive import ArchiveError, archive_store
+    from cdr_mediation.infra.postgres.cold_segment_store import cold_operators
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("archive-verify", worker=False, metrics=False)
+    settings = process.settings
+
+    async def verify() -> list[dict]:
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
+        try:
+            summaries = []
+            with tempfile.TemporaryDirectory(dir=_archive_work_dir(settings), prefix="verify-") as scratch:
+                archive = archive_store(settings)
+                for operator_id in args.operator or await cold_operators(conn):
+                    segments, summary = await verify_operator_archive(conn, archive, operator_id, Path(scratch))
+                    for segment in segments:
+                        print(json.dumps(segment.to_dict()))
+                    summaries.append(summary)
+            return summaries
+        finally:
+            await conn.close()
+
+    try:
+        summaries = asyncio.run(verify())
+    except ArchiveError as exc:
+        print(f"cdrmed archive verify: archive: {exc}", file=sys.stderr)
+        return 1
+    for summary in summaries:
+        print(json.dumps(summary))
+        if not summary["ok"]:
+            print(f"cdrmed archive verify: {summary['operator_id']}: {summary['problem']}", file=sys.stderr)
+    return 0 if all(s["ok"] for s in summaries) else 1
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -421,6 +547,25 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--actor", required=True, help="who acts (recorded on the step)")
         command.add_argument("--ticket", required=True, help="the ticket that authorises it (recorded)")
         command.set_defaults(func=func)
+
+    archive = sub.add_parser("archive", help="the S3 archive's cold tier (docs/archive.md)").add_subparsers(
+        dest="action", required=True)
+    cold = archive.add_parser("cold", help="one pass: move CDRs older than the hot window to S3, then out of "
+                                           "PostgreSQL")
+    cold.add_argument("--dry-run", action="store_true", help="only list the segments that are eligible")
+    cold.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
+    cold.set_defaults(func=cmd_archive_cold)
+    restore = archive.add_parser("restore", help="fetch archived entries, verify their chain, make them available")
+    restore.add_argument("--operator", required=True, help="operator id")
+    restore.add_argument("--from-seq", type=int, required=True, help="first chain_seq")
+    restore.add_argument("--to-seq", type=int, required=True, help="last chain_seq (inclusive)")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="write the verified entries to this file (JSON lines, docs/archive.md)")
+    target.add_argument("--into-table", choices=["cdr_restored"], help="copy the verified entries into this table")
+    restore.set_defaults(func=cmd_archive_restore)
+    archive_verify = archive.add_parser("verify", help="download and verify archived segments, restore nothing")
+    archive_verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
+    archive_verify.set_defaults(func=cmd_archive_verify)
 
     dev = with_state_dir(sub.add_parser("dev", help="the main job on the local stack"))
     dev.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")
+    # Archive and cold tier (infra/archive/, docs/archive.md). Retention runs from the data's own
+    # cut-off (domain/retention.py), so it is the same on every attempt and every rebuild.
+    archive_retention_days: int = Field(2557, ge=1, le=36500,
+                                        description="COMPLIANCE retention of archived objects (7 years)")
+    hot_window_months: int = Field(13, ge=1, le=1200,
+                                   description="whole UTC months of CDRs PostgreSQL keeps before the cold tier")
+    cold_segment_max_rows: int = Field(1_000_000, ge=1, le=100_000_000,
+                                       description="at most this many chain entries per cold segment file")
 
     msisdn_hash_key: SecretStr = Field(SecretStr(""), description="HMAC key for MSISDN references in logs")
 

@@ -9,13 +9,18 @@ from prometheus_client import Counter
 
 from cdr_mediation.domain.chain import ChainVerification, verify_chain
 from cdr_mediation.infra.postgres.cdr_store import iter_chain, operators
+from cdr_mediation.infra.postgres.cold_segment_store import cold_head
 
 CHAIN_BREAKS = Counter("cdr_chain_breaks_total", "Chain verifications that found a break", ["operator_id"])
 
 
 async def verify_stored_chain(conn, operator_id: str) -> ChainVerification:
-    rows = [row async for row in iter_chain(conn, operator_id)]
-    result = verify_chain(operator_id, rows)
+    """Verify what `cdr` holds of the operator's chain. Entries released to the cold tier are
+    not there: the hot rows must continue the head of the last archived segment (recorded in
+    `cdr_cold_segment`); the segments themselves are checked by `cdrmed archive verify`."""
+    start = await cold_head(conn, operator_id)
+    rows = [row async for row in iter_chain(conn, operator_id, from_seq=start.chain_seq + 1)]
+    result = verify_chain(operator_id, rows, start=start)
     if not result.ok:
         CHAIN_BREAKS.labels(operator_id=operator_id).inc()
     return result

@@ -118,17 +118,27 @@ async def _merge_rows(conn, rows: Sequence[Sequence]) -> int:
     return inserted
 
 
-async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, page: int = 10_000) -> AsyncIterator[dict]:
-    """An operator's stored chain in chain_seq order, paged (bounded memory for long chains)."""
+async def iter_chain(conn, operator_id: str, *, from_seq: int = 1, through_seq: int | None = None,
+                     page: int = 10_000) -> AsyncIterator[dict]:
+    """An operator's stored chain in chain_seq order (from `from_seq`, up to `through_seq` if
+    given), paged (bounded memory for long chains)."""
+    async for rows in iter_chain_pages(conn, operator_id, from_seq=from_seq, through_seq=through_seq, page=page):
+        for row in rows:
+            yield row
+
+
+async def iter_chain_pages(conn, operator_id: str, *, from_seq: int = 1, through_seq: int | None = None,
+                           page: int = 10_000) -> AsyncIterator[list[dict]]:
+    """`iter_chain` a page at a time (for callers that verify or write a page in one step)."""
     next_seq = from_seq
     while True:
         rows = await conn.fetch(
             f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 "
-            "ORDER BY chain_seq LIMIT $3",
-            operator_id, next_seq, page,
+            "AND ($3::bigint IS NULL OR chain_seq <= $3::bigint) ORDER BY chain_seq LIMIT $4",
+            operator_id, next_seq, through_seq, page,
         )
-        for row in rows:
-            yield row_to_mapping(row)
+        if rows:
+            yield [row_to_mapping(row) for row in rows]
         if len(rows) < page:
             return
         next_seq = rows[-1]["chain_seq"] + 1

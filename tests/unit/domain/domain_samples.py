@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc
+from cdr_mediation.domain.chain import ChainHead, link
 
 PRICING_DOC: dict[str, Any] = {
     "format": "cdr-mediation.pricing.v1",
@@ -64,3 +68,23 @@ def dlr_doc(**changes: Any) -> dict[str, Any]:
         else:
             doc[key] = value
     return doc
+
+
+CHAIN_START = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+
+
+def chain_rows(operator_id: str, count: int, *, minutes: list[int] | None = None) -> list[dict]:
+    """`count` linked entries as stored rows (entry + record_hash), done_at CHAIN_START + n minutes."""
+    head, rows = ChainHead.genesis(operator_id), []
+    for n in range(count):
+        moment = format_utc(CHAIN_START + dt.timedelta(minutes=minutes[n] if minutes else n))
+        unlinked = Cdr(
+            record_type=RecordType.CDR, cdr_id=f"cdr-{operator_id}-{n}", dlr_id=f"dlr-{n}", message_id=f"m-{n}",
+            tenant_id="tenant-a", operator_id=operator_id, sender_id="BANKCO", msisdn="+447700900123",
+            status=DlrStatus.DELIVERED, submitted_at=moment, done_at=moment, segments=1, billable=True,
+            unit_price_minor=5, amount_minor=5, tax_minor=1, currency="EUR", pricing_version="p1", error_code=None,
+            smsc_id="smsc-1", chain_seq=0, prev_hash="")
+        linked, record_hash = link(head, unlinked)
+        rows.append({**linked.to_entry(), "record_hash": record_hash})
+        head = head.advance(linked, record_hash)
+    return rows
