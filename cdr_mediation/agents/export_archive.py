@@ -5,7 +5,7 @@ it delivered (`domain/export_archive.py`); an ACKED or REJECTED step names the a
 The exporter archives them right after recording the step; `archive_pending` (on every
 follow-up poll) archives whatever a step names and the `export_archive` table does not hold yet,
 so an S3 outage only delays the archive: nothing is lost, nothing is deleted, and the failures
-are counted (`cdr_export_archive_failures_total`) for the alert. An object counts as archived
+are counted (`cdr_archive_failures_total{kind}`, shared with the cold tier) for the alert. An object counts as archived
 only once the archive read it back and checked its SHA-256 and COMPLIANCE retention
 (`infra/archive`), and then its row is written.
 
@@ -31,6 +31,7 @@ from cdr_mediation.domain.export_config import day_cut_off
 from cdr_mediation.domain.export_lifecycle import ExportEvent
 from cdr_mediation.domain.retention import retain_until
 from cdr_mediation.infra.archive import ArchiveError, ArchivedObject, ObjectLockArchive
+from cdr_mediation.infra.archive.metrics import ARCHIVE_FAILURES, failure_kind
 from cdr_mediation.infra.postgres.export_store import (
     ExportStep,
     export_row,
@@ -42,7 +43,6 @@ from cdr_mediation.infra.postgres.export_store import (
 log = logging.getLogger(__name__)
 
 ARCHIVED = Counter("cdr_export_archived_objects_total", "Export objects archived and verified", ["kind", "outcome"])
-ARCHIVE_FAILURES = Counter("cdr_export_archive_failures_total", "Export archive attempts that failed", ["kind"])
 
 
 class NotAtHand(RuntimeError):
@@ -72,7 +72,7 @@ class ExportArchiver:
                 archived = await self._put(closed, row.file_name, steps, key, kind, until)
             except (ArchiveError, NotAtHand) as exc:
                 complete = False
-                ARCHIVE_FAILURES.labels(kind=type(exc).__name__).inc()
+                ARCHIVE_FAILURES.labels(kind="not_at_hand" if isinstance(exc, NotAtHand) else failure_kind(exc)).inc()
                 log.error("export object not archived; retried at the next poll", extra={
                     "operator_id": operator_id, "day": day, "key": key, "error": str(exc),
                     "retryable": getattr(exc, "retryable", False)})

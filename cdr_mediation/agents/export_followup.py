@@ -83,6 +83,7 @@ class ExportFollowUp:
         self.exporter = exporter
         self.timers = follow_up_timers
         self.sink = exporter.sink
+        self._reported: set[tuple[str, str, str]] = set()
 
     async def poll_once(self) -> None:
         now, exports = await self.sink.commit(lambda conn: open_exports(conn, NOT_FINISHED))
@@ -111,6 +112,9 @@ class ExportFollowUp:
         answers = await self._answers(row) if row.state in ANSWERABLE else []
         decision = due(export, answers, now=now, timers=self.timers)
         for answer in decision.ignored:
+            if (row.operator_id, row.day, answer.sha256) in self._reported:
+                continue  # reported once per process, not on every poll
+            self._reported.add((row.operator_id, row.day, answer.sha256))
             UNUSABLE_ANSWERS.labels(reason="other_bytes").inc()
             log.error("the regulator acknowledged other bytes than the ones delivered; ignored", extra={
                 "operator_id": row.operator_id, "day": row.day, "answer": answer.name,
@@ -152,6 +156,9 @@ class ExportFollowUp:
             try:
                 answers.append(read_answer(response.name, kind, response.data))
             except ValueError as exc:
+                if (row.operator_id, row.day, response.sha256) in self._reported:
+                    continue
+                self._reported.add((row.operator_id, row.day, response.sha256))
                 UNUSABLE_ANSWERS.labels(reason="unreadable").inc()
                 log.critical("a regulator answer could not be read; a person must look at it", extra={
                     "operator_id": row.operator_id, "day": row.day, "answer": response.name, "error": str(exc)})

@@ -42,7 +42,10 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
                                             "generator_metrics", "bridge_metrics")}
     base_env = {**os.environ, **stack.settings_env()}
     children = {
-        "worker": _spawn("worker", ["worker"], {**base_env, "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
+        # Every agent, the exporter included: a day closes at its end (UTC) plus the grace,
+        # and its file is then built, signed, delivered to the simulator and archived.
+        "worker": _spawn("worker", ["worker"], {**base_env, "CDR_WORKER_AGENTS": "ingest,store,rollup,rollup-store,exporter",
+                                                "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
                                                 "CDR_METRICS_PORT": str(ports["worker_metrics"])}),
         "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
                                                 "CDR_WORKER_URLS": f"http://127.0.0.1:{ports['worker_web']}",

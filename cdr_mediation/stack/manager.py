@@ -96,12 +96,14 @@ class Stack:
             "CDR_S3_SECRET_KEY": s3_component.SECRET_KEY,
             "CDR_MSISDN_HASH_KEY": self.state.secret("msisdn_hash_key", nbytes=32),
             "CDR_DATA_DIR": str(self.state.root / "worker-data"),
-            "CDR_PRICING_FILE": str(self._dev_pricing()),
+            "CDR_PRICING_FILE": str(self._dev_file("pricing.json", "pricing.dev.json")),
+            "CDR_EXPORT_CONFIG_FILE": str(self._dev_file("export-config.json", "export.dev.json")),
         }
 
-    def _dev_pricing(self) -> Path:
-        """The pricing snapshot for the synthetic operators (copied so it can be edited locally)."""
-        target = self.state.root / "pricing.json"
+    def _dev_file(self, name: str, packaged: str) -> Path:
+        """A configuration file for the synthetic operators (pricing, export), copied into the
+        state directory so it can be edited locally."""
+        target = self.state.root / name
         if not target.exists():
-            target.write_bytes(resources.files("cdr_mediation.stack").joinpath("pricing.dev.json").read_bytes())
+            target.write_bytes(resources.files("cdr_mediation.stack").joinpath(packaged).read_bytes())
         return target

@@ -120,6 +120,26 @@ class Postgres(Component):
         password = self.state.secret("postgres_app_password")
         return f"postgresql://{APP_ROLE}:{password}@127.0.0.1:{config['port']}/{DATABASE}"
 
+    async def fresh_database(self, name: str) -> str:
+        """A new, empty database with the project's schema, and the app's DSN for it: where a
+        replay into fresh state writes, beside the live `cdr` database, in the same cluster."""
+        import re
+
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) or name == DATABASE:
+            raise StackError(f"not a name for a fresh database: {name!r}")
+        conn = await self._superuser()
+        try:
+            await conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+        finally:
+            await conn.close()
+        conn = await self._superuser(name)
+        try:
+            await conn.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO {OWNER_ROLE}")
+            await apply_migrations(conn, owner_role=OWNER_ROLE, app_role=APP_ROLE)
+        finally:
+            await conn.close()
+        return self.app_dsn().rsplit("/", 1)[0] + f"/{name}"
+
     async def _superuser(self, database: str = "postgres"):
         import asyncpg
 
