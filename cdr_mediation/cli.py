@@ -103,11 +103,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_portal(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from cdr_mediation.infra.hsm import HsmConfig, HsmSigner
     from cdr_mediation.infra.readiness import hsm_probe, kafka_probe, postgres_probe
-    from cdr_mediation.portal.app import create_portal
+    from cdr_mediation.portal.app import create_portal, create_probe_app
+    from cdr_mediation.portal.tls import mutual_tls_context
     from cdr_mediation.runtime import start_process
 
     process = start_process("portal", worker=False)
@@ -119,9 +118,38 @@ def cmd_portal(args: argparse.Namespace) -> int:
         "postgres": postgres_probe(settings.pg_dsn.get_secret_value()),
         "hsm": hsm_probe(lambda: HsmSigner(hsm)),
     }
-    portal = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls)
-    web.run_app(portal, host=settings.portal_host, port=settings.portal_port, print=None, access_log=None)
+    missing = [name for name, value in (("CDR_PORTAL_TLS_CERT", settings.portal_tls_cert),
+                                        ("CDR_PORTAL_TLS_KEY", settings.portal_tls_key),
+                                        ("CDR_PORTAL_CLIENT_CA", settings.portal_client_ca),
+                                        ("CDR_PORTAL_CLIENT_CRL", settings.portal_client_crl)) if value is None]
+    if missing:
+        print(f"cdrmed portal: the API is served over mutual TLS only; set {', '.join(missing)}", file=sys.stderr)
+        return 2
+    tls = mutual_tls_context(server_cert=settings.portal_tls_cert, server_key=settings.portal_tls_key,
+                             client_ca=settings.portal_client_ca, client_crl=settings.portal_client_crl)
+    api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls)
+    asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls))
     return 0
+
+
+async def _serve_portal(api, probe_app, settings, tls) -> None:
+    """The API (mutual TLS) and the probe listener (clear) until SIGTERM / SIGINT."""
+    from aiohttp import web
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    runners = [web.AppRunner(api, access_log=None), web.AppRunner(probe_app, access_log=None)]
+    for runner in runners:
+        await runner.setup()
+    await web.TCPSite(runners[0], settings.portal_host, settings.portal_port, ssl_context=tls).start()
+    await web.TCPSite(runners[1], settings.portal_host, settings.portal_probe_port).start()
+    try:
+        await stopping.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

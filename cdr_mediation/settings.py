@@ -129,7 +129,13 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port, logged at start")
     portal_host: str = "127.0.0.1"
-    portal_port: int = Field(8080, ge=0, le=65535)
+    portal_port: int = Field(8080, ge=0, le=65535, description="the API, mutual TLS only")
+    portal_probe_port: int = Field(8081, ge=0, le=65535, description="/healthz, /readyz, /metrics in clear "
+                                                                     "(kubelet, Prometheus)")
+    portal_tls_cert: Path | None = Field(None, description="PEM server certificate (chain, leaf first) of the API")
+    portal_tls_key: Path | None = Field(None, description="PEM private key of the server certificate")
+    portal_client_ca: Path | None = Field(None, description="PEM CA whose client certificates may call the API")
+    portal_client_crl: Path | None = Field(None, description="PEM CRL of that CA: revoked certificates are refused")
     worker_urls: str = Field("", pattern=r"^(https?://[^,\s]+(,https?://[^,\s]+)*)?$",
                              description="comma-separated base URLs of the workers' web servers "
                                          "(CDR_WORKER_WEB_PORT) the portal asks, in order, for open rollups")

@@ -1,5 +1,5 @@
-"""The aiohttp portal: health, readiness, metrics and the rollup read path (`GET /v1/rollups`,
-rollups.py); the admin and regulator API later.
+"""The aiohttp portal: the API behind mutual TLS with roles from client certificates
+(docs/portal.md), and a plain probe listener for health, readiness and metrics.
 
 `/healthz` answers while the event loop runs (liveness: restart me if this fails). `/readyz`
 asks Kafka, PostgreSQL and the HSM a real question each and answers 503 with the reasons when
@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
+from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject, require_role
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
 REQUESTS = Counter("cdr_portal_requests_total", "Portal HTTP requests", ["route", "status"])
@@ -51,12 +52,28 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
-                  worker_urls: str | Sequence[str] = ()) -> web.Application:
-    """The portal; `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed `GET /v1/rollups` (rollups.py)."""
-    app = web.Application(middlewares=[count_requests], client_max_size=1024 * 1024)
+                  worker_urls: str | Sequence[str] = (), subject_of: SubjectOf = certificate_subject) -> web.Application:
+    """The API, served over mutual TLS (`portal/tls.py`): every request's role is checked
+    (`portal/auth.py`, `domain/access.py`). `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed
+    `GET /v1/rollups` (rollups.py). `subject_of` reads the caller's certificate subject (unit
+    tests of handlers give a fixed one)."""
+    app = web.Application(middlewares=[count_requests, require_role], client_max_size=1024 * 1024)
     app[PROBES_KEY] = probes
+    app[SUBJECT_OF] = subject_of
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
+    return app
+
+
+def create_probe_app(probes: dict[str, Probe]) -> web.Application:
+    """Liveness, readiness and metrics in clear on the probe port (`CDR_PORTAL_PROBE_PORT`),
+    for the kubelet and Prometheus, which present no client certificate. Nothing else is
+    served there."""
+    app = web.Application(middlewares=[count_requests])
+    app[PROBES_KEY] = probes
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

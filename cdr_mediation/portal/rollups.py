@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from cdr_mediation.portal.errors import ApiError
 from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.dlr import PATTERNS
 from cdr_mediation.domain.rollup import (
@@ -63,17 +64,6 @@ _UTC = dt.timezone.utc
 # "+01:00" in an unencoded query string arrives as " 01:00" ("+" means space there).
 _SPACE_FOR_PLUS = re.compile(r"(.*[0-9]) ([0-9]{2}(?::?[0-9]{2})?)")
 _STATE_FIELDS = tuple(field.name for field in dataclasses.fields(OperatorRollupState))
-
-
-class ApiError(Exception):
-    """An answer in the one error shape: ``{"error": {"code": ..., "message": ...}}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": {"code": self.code, "message": self.message}}, status=self.status)
 
 
 def bad_request(message: str) -> ApiError:

@@ -38,7 +38,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
     except StackError as exc:
         print(f"cdrmed dev: {exc}", file=sys.stderr)
         return 1
-    ports = {name: free_port() for name in ("portal", "worker_web", "worker_metrics", "portal_metrics",
+    ports = {name: free_port() for name in ("portal", "portal_probe", "worker_web", "worker_metrics", "portal_metrics",
                                             "generator_metrics", "bridge_metrics")}
     base_env = {**os.environ, **stack.settings_env()}
     children = {
@@ -48,6 +48,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
                                                 "CDR_WORKER_WEB_PORT": str(ports["worker_web"]),
                                                 "CDR_METRICS_PORT": str(ports["worker_metrics"])}),
         "portal": _spawn("portal", ["portal"], {**base_env, "CDR_PORTAL_PORT": str(ports["portal"]),
+                                                "CDR_PORTAL_PROBE_PORT": str(ports["portal_probe"]),
                                                 "CDR_WORKER_URLS": f"http://127.0.0.1:{ports['worker_web']}",
                                                 "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
         "bridge": _spawn("bridge", ["bridge"], {**base_env, "CDR_METRICS_PORT": str(ports["bridge_metrics"])}),
@@ -60,13 +61,19 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     exit_code = 0
     try:
-        portal = f"http://127.0.0.1:{ports['portal']}"
-        wait_until(lambda: _healthz(f"{portal}/healthz"), timeout=60, what="portal /healthz")
+        portal = f"https://127.0.0.1:{ports['portal']}"
+        probes = f"http://127.0.0.1:{ports['portal_probe']}"
+        wait_until(lambda: _healthz(f"{probes}/healthz"), timeout=60, what="portal /healthz")
+        pki = stack.state.root / "portal-pki"
         print(json.dumps({
             "job": "running",
             "stack": {name: health.as_json() for name, health in status.items()},
-            "portal": {"healthz": f"{portal}/healthz", "readyz": f"{portal}/readyz", "metrics": f"{portal}/metrics",
-                       "rollups": f"{portal}/v1/rollups?operator=<operator_id>&from=<ISO 8601>&to=<ISO 8601>"},
+            "portal": {"healthz": f"{probes}/healthz", "readyz": f"{probes}/readyz", "metrics": f"{probes}/metrics",
+                       "api": portal,
+                       "rollups": f"{portal}/v1/rollups?operator=<operator_id>&from=<ISO 8601>&to=<ISO 8601>",
+                       "curl": f"curl --cacert {pki}/client-ca.pem --cert {pki}/client-regulator.pem "
+                               f"--key {pki}/client-regulator.key '{portal}/v1/rollups?operator=op-alpha"
+                               f"&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z'"},
             "metrics": {name: f"http://127.0.0.1:{ports[name + '_metrics']}/metrics"
                         for name in ("worker", "portal", "bridge", "generator")},
             "stop": "Ctrl-C (the stack stays up; `cdrmed stack down` stops it)",

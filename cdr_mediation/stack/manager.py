@@ -98,7 +98,15 @@ class Stack:
             "CDR_DATA_DIR": str(self.state.root / "worker-data"),
             "CDR_PRICING_FILE": str(self._dev_file("pricing.json", "pricing.dev.json")),
             "CDR_EXPORT_CONFIG_FILE": str(self._dev_file("export-config.json", "export.dev.json")),
+            **self._portal_tls(),
         }
+
+    def _portal_tls(self) -> dict[str, str]:
+        from cdr_mediation.stack.portal_pki import ensure_portal_pki
+
+        pki = ensure_portal_pki(self.state.root / "portal-pki")
+        return {"CDR_PORTAL_TLS_CERT": str(pki.server_cert), "CDR_PORTAL_TLS_KEY": str(pki.server_key),
+                "CDR_PORTAL_CLIENT_CA": str(pki.ca_cert), "CDR_PORTAL_CLIENT_CRL": str(pki.crl)}
 
     def _dev_file(self, name: str, packaged: str) -> Path:
         """A configuration file for the synthetic operators (pricing, export), copied into the

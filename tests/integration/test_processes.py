@@ -39,12 +39,15 @@ def portal(stack_env, tmp_path):
     started = []
 
     def start(**overrides: str):
-        port, metrics_port = free_port(), free_port()
+        """(probe listener URL, metrics URL, log, process): the probes answer in clear; the API
+        (mutual TLS) is test_portal_mtls.py's."""
+        port, probe_port, metrics_port = free_port(), free_port(), free_port()
         log = tmp_path / f"portal-{port}.log"
-        env = {**stack_env, "CDR_PORTAL_PORT": str(port), "CDR_METRICS_PORT": str(metrics_port), **overrides}
+        env = {**stack_env, "CDR_PORTAL_PORT": str(port), "CDR_PORTAL_PROBE_PORT": str(probe_port),
+               "CDR_METRICS_PORT": str(metrics_port), **overrides}
         proc = spawn([*CDRMED, "portal"], env=env, log_path=log)
         started.append(proc)
-        return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log, proc
+        return f"http://127.0.0.1:{probe_port}", f"http://127.0.0.1:{metrics_port}", log, proc
 
     yield start
     for proc in started:

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from collections import defaultdict
@@ -31,6 +32,7 @@ from cdr_mediation.infra.postgres.rollup_store import fetch_closes
 from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.stack.process import free_port
 from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.portal import portal_tls
 from tests.integration.support.processes import eventually
 
 UTC = dt.timezone.utc
@@ -42,9 +44,11 @@ HOURS = 5
 FORWARDED_HEADER = "X-Cdr-Forwarded-By"
 
 
-async def _get(url: str, params: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+async def _get(url: str, params: dict | None = None, headers: dict | None = None,
+               tls: ssl.SSLContext | None = None) -> tuple[int, dict, dict]:
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as r:
+        async with session.get(url, params=params, headers=headers, ssl=tls if tls is not None else True,
+                               timeout=aiohttp.ClientTimeout(total=30)) as r:
             return r.status, await r.json(content_type=None), dict(r.headers)
 
 
@@ -97,9 +101,10 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
         portals = {}
         for name, order in (("portal-ab", ["worker-a", "worker-b"]), ("portal-ba", ["worker-b", "worker-a"])):
             port = free_port()
-            run.start(name, "portal", CDR_PORTAL_PORT=str(port),
+            run.start(name, "portal", CDR_PORTAL_PORT=str(port), CDR_PORTAL_PROBE_PORT=str(free_port()),
                       CDR_WORKER_URLS=",".join(workers[worker] for worker in order))
-            portals[name] = f"http://127.0.0.1:{port}"
+            portals[name] = f"https://127.0.0.1:{port}"
+        regulator = portal_tls(stack_env, "regulator")
 
         spacing_ms = HOURS * 3_600_000 // DLRS
         traffic = list(synthetic_dlrs(seed=4, start=START, count=DLRS, operators=run.operators,
@@ -162,7 +167,7 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
             params = {"operator": operator_id, "from": params_from.isoformat(), "to": params_to.isoformat()}
             bodies = {}
             for name, url in portals.items():
-                body = (await eventually(lambda: _portal_ok(url, params), timeout=60, what=f"{name} answers",
+                body = (await eventually(lambda: _portal_ok(url, params, regulator), timeout=60, what=f"{name} answers",
                                          log=run.log_path(name)))
                 bodies[name] = body
             assert bodies["portal-ab"] == bodies["portal-ba"]
@@ -219,7 +224,7 @@ async def test_open_and_closed_hours_are_the_same_whichever_worker_or_portal_is_
         # The real process refuses bad parameters in the one error shape.
         status, body, _ = await _get(f"{portals['portal-ab']}/v1/rollups",
                                      params={"operator": run.operators[0], "from": "2026-11-01T00:00:00Z",
-                                             "to": "2026-12-03T00:00:00Z"})
+                                             "to": "2026-12-03T00:00:00Z"}, tls=regulator)
         assert status == 400 and body["error"]["code"] == "bad_request" and "31 days" in body["error"]["message"]
     finally:
         run.stop_all()
@@ -230,6 +235,6 @@ def _state_only(answer: dict) -> dict:
     return {key: value for key, value in answer.items() if key not in ("owner", "partition")}
 
 
-async def _portal_ok(base: str, params: dict) -> dict | None:
-    status, body, _ = await _get(f"{base}/v1/rollups", params=params)
+async def _portal_ok(base: str, params: dict, tls: ssl.SSLContext) -> dict | None:
+    status, body, _ = await _get(f"{base}/v1/rollups", params=params, tls=tls)
     return body if status == 200 else None

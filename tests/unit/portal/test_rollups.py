@@ -250,9 +250,13 @@ def stored_closes(monkeypatch):
     return held
 
 
+def REGULATOR(request):  # noqa: N802 - a constant-like stand-in for a verified client certificate
+    return {"organizationalUnitName": ["regulator"], "commonName": ["unit-test"]}
+
+
 async def _portal(worker_urls) -> TestClient:
     client = TestClient(TestServer(create_portal({}, pg_dsn="postgresql://unused@127.0.0.1:1/x",
-                                                 worker_urls=worker_urls)))
+                                                 worker_urls=worker_urls, subject_of=REGULATOR)))
     await client.start_server()
     return client
 
@@ -325,7 +329,7 @@ async def test_postgres_down_is_a_503(monkeypatch) -> None:
     _, state, _ = scenario()
     good = await _fake_worker({OP: (200, {**state.to_dict(), "partition": 0, "owner": "x"})})
     client = TestClient(TestServer(create_portal({}, pg_dsn=f"postgresql://cdr@127.0.0.1:{free_port()}/cdr",
-                                                 worker_urls=[str(good.make_url(""))])))
+                                                 worker_urls=[str(good.make_url(""))], subject_of=REGULATOR)))
     await client.start_server()
     try:
         response = await client.get("/v1/rollups", params={"operator": OP, "from": "2026-04-10T06:00:00Z",
