@@ -1,5 +1,6 @@
-"""The aiohttp portal: health, readiness, metrics and the rollup read path (`GET /v1/rollups`,
-rollups.py); the admin and regulator API later.
+"""The aiohttp portal: health, readiness, metrics, the rollup read path (`GET /v1/rollups`,
+rollups.py) and inclusion proofs (`GET /v1/cdrs/{cdr_id}/proof`, proofs.py); the rest of the admin
+and regulator API later.
 
 `/healthz` answers while the event loop runs (liveness: restart me if this fails). `/readyz`
 asks Kafka, PostgreSQL and the HSM a real question each and answers 503 with the reasons when
@@ -14,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
+from cdr_mediation.portal import proofs
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
 REQUESTS = Counter("cdr_portal_requests_total", "Portal HTTP requests", ["route", "status"])
@@ -52,11 +54,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
                   worker_urls: str | Sequence[str] = ()) -> web.Application:
-    """The portal; `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed `GET /v1/rollups` (rollups.py)."""
+    """The portal; `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed `GET /v1/rollups` (rollups.py),
+    `pg_dsn` the proofs (proofs.py)."""
     app = web.Application(middlewares=[count_requests], client_max_size=1024 * 1024)
     app[PROBES_KEY] = probes
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
+    proofs.add_routes(app, pg_dsn=pg_dsn)
     return app
