@@ -37,6 +37,11 @@ class PostgresSink:
                  contradiction: type[Exception]) -> None:
         self.name, self.dsn, self.readiness, self.contradiction = name, dsn, readiness, contradiction
         self._conn: asyncpg.Connection | None = None
+        # One operation at a time on the held connection: the exporter's agent, its follow-up
+        # timer and the archiver share one sink, and asyncpg refuses a second operation on a busy
+        # connection ("another operation is in progress"); that failure's retry then discarded
+        # the connection under the first commit, whose retry met its own recorded step.
+        self._lock = asyncio.Lock()
 
     async def _connection(self) -> asyncpg.Connection:
         # Held across batches: a pool's acquire/release would add a round trip to every batch.
@@ -54,24 +59,29 @@ class PostgresSink:
         """Run `write` (one atomic commit) until it succeeds; returns its result."""
         delay = 0.2
         while True:
-            try:
-                result = await write(await self._connection())
-                break
-            except self.contradiction as exc:
+            async with self._lock:  # released while waiting, so other users of the sink go on
+                try:
+                    result = await write(await self._connection())
+                    break
+                except self.contradiction as exc:
+                    contradiction: Exception | None = exc
+                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+                    contradiction = None
+                    RETRIES.labels(sink=self.name).inc()
+                    DB_UP.labels(sink=self.name).set(0)
+                    self._discard_connection()
+                    self.readiness.database_ok = False
+                    self.readiness.detail = f"postgres: {type(exc).__name__}: {exc}"
+                    log.warning("postgres commit failed; retrying the same batch",
+                                extra={"sink": self.name, "error": repr(exc), "retry_in_s": delay})
+            if contradiction is not None:
                 HALTS.labels(sink=self.name).inc()
-                self.readiness.database_ok, self.readiness.detail = False, f"{self.name}: {exc}"
-                log.critical("stored rows contradicted; sink halted", extra={"sink": self.name, "error": str(exc)})
+                self.readiness.database_ok, self.readiness.detail = False, f"{self.name}: {contradiction}"
+                log.critical("stored rows contradicted; sink halted", extra={"sink": self.name,
+                                                                            "error": str(contradiction)})
                 await asyncio.Event().wait()  # hold the partition without committing past it
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
-                RETRIES.labels(sink=self.name).inc()
-                DB_UP.labels(sink=self.name).set(0)
-                self._discard_connection()
-                self.readiness.database_ok = False
-                self.readiness.detail = f"postgres: {type(exc).__name__}: {exc}"
-                log.warning("postgres commit failed; retrying the same batch",
-                            extra={"sink": self.name, "error": repr(exc), "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         DB_UP.labels(sink=self.name).set(1)
         self.readiness.database_ok, self.readiness.detail = True, ""
         return result

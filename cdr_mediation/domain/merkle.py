@@ -87,6 +87,10 @@ class MerkleAccumulator:
         stack.append((height, node))
         self._size += 1
 
+    def perfect_subtrees(self) -> list[bytes]:
+        """Roots of the perfect subtrees covering the leaves so far, leftmost (highest) first."""
+        return [node for _, node in self._stack]
+
     @property
     def root(self) -> str:
         if not self._stack:
@@ -166,3 +170,91 @@ def verify_inclusion(
 ) -> bool:
     """True iff `proof` shows `record_hash` is leaf `index` of the tree (`tree_size`, `root`)."""
     return root_from_inclusion_proof(record_hash, index, tree_size, proof) == root
+
+
+# --- Inclusion proofs from a stream of leaves ---------------------------------------------------
+
+
+def audit_path_ranges(index: int, tree_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[lo, hi)`` whose subtree hashes make up PATH(index, D[tree_size]),
+    leaf level first (RFC 6962 §2.1.1 unrolled: at each split the sibling is the other half).
+
+    The ranges and the leaf itself partition ``[0, tree_size)``; those left of the leaf are perfect
+    subtrees, the binary digits of `index` (the `MerkleAccumulator` stack when the leaf arrives).
+    """
+    if not 0 <= index < tree_size:
+        raise IndexError(f"leaf index {index} outside a tree of {tree_size}")
+    top_down = []
+    lo, hi = 0, tree_size
+    while hi - lo > 1:
+        k = 1 << ((hi - lo - 1).bit_length() - 1)  # largest power of two < hi - lo
+        if index < lo + k:
+            top_down.append((lo + k, hi))
+            hi = lo + k
+        else:
+            top_down.append((lo, lo + k))
+            lo += k
+    return top_down[::-1]
+
+
+class StreamingInclusionProof:
+    """PATH(m, D[n]) of one leaf, from the tree's leaves fed once in order, in O(log n) memory.
+
+    A file can hold tens of millions of records; holding their hashes (32 bytes each, twice for
+    the tree levels) per proof request would not do. The leaf index `m` is not known in advance
+    (it is the record's position among the file's records, found while streaming), so: until the
+    marked leaf arrives, the running `MerkleAccumulator` keeps exactly the left siblings (the
+    perfect subtrees of the leaves before it); from then on each right sibling range, known from
+    (m, n), is accumulated on its own. `finish` also gives the root of everything fed, for the
+    caller to compare with the signed one.
+    """
+
+    __slots__ = ("tree_size", "_all", "_index", "_left", "_right", "_right_at")
+
+    def __init__(self, tree_size: int) -> None:
+        if tree_size < 1:
+            raise ValueError("an inclusion proof needs a tree of at least one leaf")
+        self.tree_size = tree_size
+        self._all = MerkleAccumulator()
+        self._index: int | None = None
+        self._left: list[bytes] = []  # left sibling hashes, highest subtree first
+        self._right: list[tuple[int, int, MerkleAccumulator]] = []  # right sibling ranges, left to right
+        self._right_at = 0
+
+    @property
+    def size(self) -> int:
+        return self._all.size
+
+    def add(self, record_hash: str, *, target: bool = False) -> None:
+        position = self._all.size
+        if position >= self.tree_size:
+            raise ValueError(f"more than {self.tree_size} leaves fed")
+        leaf = leaf_hash(record_hash)
+        if target:
+            if self._index is not None:
+                raise ValueError(f"two target leaves: {self._index} and {position}")
+            self._index = position
+            self._left = self._all.perfect_subtrees()
+            self._right = [(lo, hi, MerkleAccumulator())
+                           for lo, hi in sorted(audit_path_ranges(position, self.tree_size)) if lo > position]
+        elif self._index is not None:
+            while self._right[self._right_at][1] <= position:
+                self._right_at += 1
+            self._right[self._right_at][2].add_leaf(leaf)
+        self._all.add_leaf(leaf)
+
+    def finish(self) -> tuple[int, list[str], str]:
+        """(leaf index, audit path leaf level first as hex, root of all leaves fed)."""
+        if self._all.size != self.tree_size:
+            raise ValueError(f"{self._all.size} leaves fed, the tree has {self.tree_size}")
+        if self._index is None:
+            raise ValueError("the target leaf was never fed")
+        left = iter(reversed(self._left))  # lowest subtree first, as the path climbs
+        right = iter(self._right)
+        path = []
+        for lo, _ in audit_path_ranges(self._index, self.tree_size):
+            if lo < self._index:
+                path.append(next(left).hex())
+            else:
+                path.append(next(right)[2].root)
+        return self._index, path, self._all.root

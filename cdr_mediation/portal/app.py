@@ -1,5 +1,7 @@
 """The aiohttp portal: the API behind mutual TLS with roles from client certificates
-(docs/portal.md), and a plain probe listener for health, readiness and metrics.
+(docs/portal.md) — the rollup read path (`GET /v1/rollups`, rollups.py) and inclusion proofs
+(`GET /v1/cdrs/{cdr_id}/proof`, proofs.py) — and a plain probe listener for health, readiness
+and metrics.
 
 `/healthz` answers while the event loop runs (liveness: restart me if this fails). `/readyz`
 asks Kafka, PostgreSQL and the HSM a real question each and answers 503 with the reasons when
@@ -14,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
+from cdr_mediation.portal import proofs
 from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject, require_role
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
@@ -55,8 +58,8 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
                   worker_urls: str | Sequence[str] = (), subject_of: SubjectOf = certificate_subject) -> web.Application:
     """The API, served over mutual TLS (`portal/tls.py`): every request's role is checked
     (`portal/auth.py`, `domain/access.py`). `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed
-    `GET /v1/rollups` (rollups.py). `subject_of` reads the caller's certificate subject (unit
-    tests of handlers give a fixed one)."""
+    `GET /v1/rollups` (rollups.py), `pg_dsn` the proofs (proofs.py). `subject_of` reads the
+    caller's certificate subject (unit tests of handlers give a fixed one)."""
     app = web.Application(middlewares=[count_requests, require_role], client_max_size=1024 * 1024)
     app[PROBES_KEY] = probes
     app[SUBJECT_OF] = subject_of
@@ -64,6 +67,7 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
+    proofs.add_routes(app, pg_dsn=pg_dsn)
     return app
 
 

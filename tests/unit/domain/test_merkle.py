@@ -12,6 +12,8 @@ from cdr_mediation.domain.merkle import (
     EMPTY_ROOT,
     MerkleAccumulator,
     MerkleTree,
+    StreamingInclusionProof,
+    audit_path_ranges,
     inclusion_proof,
     merkle_root,
     root_from_inclusion_proof,
@@ -197,3 +199,61 @@ class TestAccumulator:
 
         assert root_of(RECORDS) != root_of([*RECORDS[:3], RECORDS[4], RECORDS[3], *RECORDS[5:]])
         assert root_of(RECORDS) != root_of([*RECORDS[:6], record(99)])
+
+
+class TestStreamingInclusionProof:
+    """The path a proof request computes while streaming a file's hashes once equals PATH(m, D[n])."""
+
+    @staticmethod
+    def stream(leaves: list[str], target: int) -> tuple[int, list[str], str]:
+        proof = StreamingInclusionProof(len(leaves))
+        for position, leaf in enumerate(leaves):
+            proof.add(leaf, target=position == target)
+        return proof.finish()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(min_size=32, max_size=32).map(bytes.hex), min_size=1, max_size=140), st.data())
+    def test_agrees_with_the_recursive_definition(self, leaves: list[str], data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(leaves) - 1))
+        assert self.stream(leaves, index) == (index, [h.hex() for h in naive_path(index, leaves)],
+                                              naive_root(leaves).hex())
+
+    def test_every_leaf_of_small_trees(self) -> None:
+        for size in range(1, 34):
+            leaves = [record(i) for i in range(size)]
+            tree = MerkleTree(leaves)
+            for index in range(size):
+                assert self.stream(leaves, index) == (index, tree.inclusion_proof(index), tree.root)
+
+    def test_ranges_and_the_leaf_partition_the_tree(self) -> None:
+        for size in range(1, 40):
+            for index in range(size):
+                ranges = audit_path_ranges(index, size)
+                covered = sorted([(index, index + 1), *ranges])
+                assert [lo for lo, _ in covered] == [0, *[hi for _, hi in covered[:-1]]] and covered[-1][1] == size
+                assert [hi - lo for lo, hi in ranges if hi <= index] == sorted(
+                    hi - lo for lo, hi in ranges if hi <= index)  # left siblings grow as the path climbs
+
+    def test_memory_stays_logarithmic(self) -> None:
+        proof = StreamingInclusionProof(5_000)
+        for i in range(5_000):
+            proof.add(record(i), target=i == 1_234)
+            assert len(proof._left) + len(proof._right) <= 2 * 13  # ⌈log2 5000⌉ siblings at most
+        index, path, root = proof.finish()
+        assert (index, len(path)) == (1_234, 13) and root == merkle_root([record(i) for i in range(5_000)])
+
+    def test_refuses_a_stream_that_is_not_the_tree(self) -> None:
+        proof = StreamingInclusionProof(3)
+        proof.add(record(0))
+        proof.add(record(1))
+        with pytest.raises(ValueError, match="2 leaves fed, the tree has 3"):
+            proof.finish()
+        proof.add(record(2))
+        with pytest.raises(ValueError, match="never fed"):
+            proof.finish()
+        with pytest.raises(ValueError, match="more than 3"):
+            proof.add(record(3))
+        twice = StreamingInclusionProof(2)
+        twice.add(record(0), target=True)
+        with pytest.raises(ValueError, match="two target leaves"):
+            twice.add(record(1), target=True)
