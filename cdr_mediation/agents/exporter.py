@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import logging
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import faust
@@ -40,6 +41,7 @@ from prometheus_client import Counter, Histogram
 from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export, file_sha256
 from cdr_mediation.agents.export_delivery import (
     Next,
+    OutgoingPart,
     attempt_delivery,
     delivered_detail,
     delivery_channel,
@@ -52,7 +54,7 @@ from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_name, load_export_config
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, retry_delay
 from cdr_mediation.infra.cms import SigningIdentity, sign_checkpoint, sign_detached_file
-from cdr_mediation.infra.cms_verify import load_trust_anchors, verify_checkpoint, verify_detached
+from cdr_mediation.infra.cms_verify import load_trust_anchors, verify_checkpoint, verify_detached_file
 from cdr_mediation.infra.hsm import HsmConfig, HsmError, HsmSigner, SignatureProfile
 from cdr_mediation.infra.postgres.export_store import (
     ConcurrentTransition,
@@ -115,6 +117,13 @@ class Exporter:
             except ConcurrentTransition as exc:
                 log.info("another exporter moved this export first; reloading", extra={"error": str(exc)})
 
+    async def close(self) -> None:
+        """Release the database connection and the HSM session (a tool that is done with them)."""
+        await self.sink.close()
+        if self._signer is not None:
+            self._signer.close()
+            self._signer = None
+
     async def _record(self, closed: DayClosed, event: ExportEvent, detail: dict) -> None:
         state = await self.sink.commit(
             lambda conn: record_transition(conn, closed.operator_id, closed.day, event, actor=ACTOR, detail=detail))
@@ -144,7 +153,14 @@ class Exporter:
         return path
 
     async def _sign(self, closed: DayClosed, name: str) -> dict:
-        zip_path = await self._built_zip(closed, name)
+        return await self.sign_zip(closed, await self._built_zip(closed, name))
+
+    async def sign_zip(self, closed: DayClosed, zip_path: Path) -> dict:
+        """Sign a built ZIP and its checkpoint in the HSM, check both against the trust anchor
+        and write the signature files beside the ZIP; returns the SIGNED step's detail.
+
+        Waits (retrying with backoff) while the HSM is unavailable. Touches no database: the
+        lifecycle step above and `cdrmed bench export` both run exactly this."""
         checkpoint_bytes = _checkpoint_member(zip_path)
         cut_off = day_cut_off(closed.day)
         attempt = 0
@@ -163,10 +179,13 @@ class Exporter:
                     "operator_id": closed.operator_id, "day": closed.day, "error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
         # Checked against the trust anchor before anything says "signed"; the checkpoint
-        # signature with the certificate the CMS verified.
-        verified = verify_detached(cms_der, zip_path.read_bytes(), self.anchors)
+        # signature with the certificate the CMS verified. The ZIP is read in chunks, as the
+        # signer read it: a day of ten million records makes a ZIP of ~400 MB, more than the
+        # worker's whole memory budget.
+        verified = await asyncio.to_thread(verify_detached_file, cms_der, zip_path, self.anchors)
         verify_checkpoint(checkpoint_bytes, checkpoint_signature.signature, checkpoint_signature.key_id,
                           verified.signer)
+        name = zip_path.name.removesuffix(".zip")
         cms_path = zip_path.with_name(zip_path.name + ".p7s")
         cms_path.write_bytes(cms_der)
         zip_path.with_name(f"{name}.checkpoint.json").write_bytes(checkpoint_bytes)
@@ -189,7 +208,11 @@ class Exporter:
         zip_path = await self._built_zip(closed, name)
         zip_sha256 = (await self._recorded(closed, ExportEvent.BUILT))["zip_sha256"]
         cms_sha256 = await self._signature_at_hand(closed, name, zip_path)
-        parts = delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256)
+        return await self.deliver_parts(closed, delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256))
+
+    async def deliver_parts(self, closed: DayClosed, parts: Sequence[OutgoingPart]) -> dict | None:
+        """Deliver a signed export's parts with `_deliver`'s retry rules; the DELIVERED step's
+        detail, or None if refused for good. Touches no database (`cdrmed bench export` runs it)."""
         channel = self.channel.channel
         attempt = 0
         while True:
