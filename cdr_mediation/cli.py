@@ -503,6 +503,13 @@ def cmd_bench_rollup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_export(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack.bench_export import run_export_bench
+
+    print(json.dumps(run_export_bench(Path(args.state_dir), args.records, profile=args.profile)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdrmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -616,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollup.add_argument("--events", type=int, default=200_000)
     rollup.add_argument("--partitions", type=int, default=4)
     rollup.set_defaults(func=cmd_bench_rollup)
+    export = with_state_dir(bench.add_parser("export", help="one day's export file of N records: build, HSM sign, "
+                                                            "SFTP delivery"))
+    export.add_argument("--records", type=int, default=100_000)
+    export.add_argument("--profile", choices=("ed25519", "ecdsa-p256"), default="ed25519",
+                        help="signature profile (CDR_EXPORT_SIGNATURE_PROFILE)")
+    export.set_defaults(func=cmd_bench_export)
     return parser
 
 

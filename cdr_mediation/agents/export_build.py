@@ -3,7 +3,7 @@
 For one `DayClosed` (operator, day, the chain head when the day closed, its `day_sequence`):
 
 1. the operator's stored entries of that UTC day up to the closing head, in chain order, stream
-   from PostgreSQL (`iter_day_entries`) into the operator's export format (TAP 3.12 by default),
+   from PostgreSQL (`iter_day_rows`) into the operator's export format (TAP 3.12 by default),
    which runs in a worker thread; the same pass feeds the `CheckpointBuilder` (counts, totals,
    streaming Merkle root), so a file of tens of millions of records is never held in memory;
 2. the format's own count and amount totals must equal the checkpoint's (two independent tallies
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from cdr_mediation.codecs.adapters import export_format_for
 from cdr_mediation.codecs.export_zip import ZipMember, write_export_zip
-from cdr_mediation.domain.cdr import Cdr, format_utc
+from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.checkpoint import Checkpoint, CheckpointBuilder
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_header, file_name
-from cdr_mediation.infra.postgres.cdr_store import iter_day_entries
+from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, iter_day_rows
 
 CHECKPOINT_MEMBER = "checkpoint.json"
 _CHUNK = 2_000  # rows handed to the writer thread per event-loop round trip
@@ -59,10 +59,13 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     data_path = out_dir / f"{name}{export_format.file_extension}"
     cut_off = day_cut_off(closed.day)
     builder = CheckpointBuilder(closed.operator_id, closed.day)
-    entries = iter_day_entries(conn, closed.operator_id, cut_off - dt.timedelta(days=1), cut_off,
-                               through_seq=closed.chain_head_seq)
-    records = _records_for_thread(entries, builder, asyncio.get_running_loop())
-    summary = await asyncio.to_thread(export_format.write, data_path, header, records)
+    rows = iter_day_rows(conn, closed.operator_id, cut_off - dt.timedelta(days=1), cut_off,
+                         through_seq=closed.chain_head_seq)
+    try:
+        records = _records_for_thread(rows, builder, asyncio.get_running_loop())
+        summary = await asyncio.to_thread(export_format.write, data_path, header, records)
+    finally:
+        await rows.aclose()  # a writer that stopped early leaves a page read in flight on `conn`
 
     checkpoint = builder.finish(file_name=name, file_sequence=closed.day_sequence, cut_off=format_utc(cut_off),
                                 data_sha256=await asyncio.to_thread(file_sha256, data_path))
@@ -78,22 +81,25 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     return BuiltExport(name, zip_path, await asyncio.to_thread(file_sha256, zip_path), data_path.name, checkpoint)
 
 
-def _records_for_thread(entries: AsyncIterator[dict], builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):
-    """A plain iterator for the writer thread: it pulls chunks of rows from the event loop,
-    adds each entry to the checkpoint and yields it as a `Cdr`."""
-    async def next_chunk() -> list[dict]:
+def _records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):
+    """A plain iterator for the writer thread: it pulls chunks of stored rows from the event
+    loop, adds each to the checkpoint and yields it as a `Cdr`.
+
+    The checkpoint reads the row's columns by name, as it would read the entry (a stored row is
+    the entry plus ``record_hash``), and `cdr_from_row` builds the `Cdr` from the row's values:
+    no entry dict per record, which was a third of the build's CPU (measured)."""
+    async def next_chunk() -> list:
         chunk = []
-        async for entry in entries:
-            chunk.append(entry)
+        async for row in rows:
+            chunk.append(row)
             if len(chunk) == _CHUNK:
                 break
         return chunk
 
     while chunk := asyncio.run_coroutine_threadsafe(next_chunk(), loop).result():
-        for entry in chunk:
-            record_hash = entry.pop("record_hash")
-            builder.add(entry, record_hash)
-            yield Cdr.from_entry(entry)
+        for row in chunk:
+            builder.add(row, row["record_hash"])
+            yield cdr_from_row(row)
 
 
 def file_sha256(path: Path) -> str:

@@ -30,7 +30,7 @@ from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_archive import ArchivedKind, delivered_keys
 from cdr_mediation.domain.export_config import day_cut_off
 from cdr_mediation.domain.export_lifecycle import ExportEvent
-from cdr_mediation.infra.cms_verify import verify_checkpoint, verify_detached
+from cdr_mediation.infra.cms_verify import verify_checkpoint, verify_detached_file
 from cdr_mediation.infra.postgres.export_store import export_row, history
 
 
@@ -73,9 +73,9 @@ async def rebuild_and_compare(exporter, operator_id: str, day: str) -> list[dict
             if archived[kind] == rebuilt[kind]:
                 entry["result"] = "identical"
             elif kind is ArchivedKind.SIGNATURE and not deterministic:
-                entry["result"] = _equivalent_cms(archived[kind], built.zip_path.read_bytes(), cms, exporter)
+                entry["result"] = _equivalent_cms(archived[kind], built.zip_path, cms, exporter)
             elif kind is ArchivedKind.CHECKPOINT_SIGNATURE and not deterministic:
-                entry["result"] = _equivalent_checkpoint_signature(archived, built.zip_path.read_bytes(), checkpoint,
+                entry["result"] = _equivalent_checkpoint_signature(archived, built.zip_path, checkpoint,
                                                                    checkpoint_signature, exporter)
             else:
                 entry["result"] = "differs"
@@ -86,18 +86,18 @@ async def rebuild_and_compare(exporter, operator_id: str, day: str) -> list[dict
     return report
 
 
-def _equivalent_cms(archived_cms: bytes, zip_bytes: bytes, rebuilt_cms: bytes, exporter) -> str:
+def _equivalent_cms(archived_cms: bytes, zip_path: Path, rebuilt_cms: bytes, exporter) -> str:
     try:
-        old = verify_detached(archived_cms, zip_bytes, exporter.anchors)
-        new = verify_detached(rebuilt_cms, zip_bytes, exporter.anchors)
+        old = verify_detached_file(archived_cms, zip_path, exporter.anchors)
+        new = verify_detached_file(rebuilt_cms, zip_path, exporter.anchors)
     except Exception:  # noqa: BLE001 - any verification failure means the archived CMS does not cover these bytes
         return "differs"
     return "equivalent" if old.signing_time == new.signing_time else "differs"
 
 
-def _equivalent_checkpoint_signature(archived, zip_bytes: bytes, checkpoint: bytes, rebuilt_signature, exporter) -> str:
+def _equivalent_checkpoint_signature(archived, zip_path: Path, checkpoint: bytes, rebuilt_signature, exporter) -> str:
     try:
-        signer = verify_detached(archived[ArchivedKind.SIGNATURE], zip_bytes, exporter.anchors).signer
+        signer = verify_detached_file(archived[ArchivedKind.SIGNATURE], zip_path, exporter.anchors).signer
         verify_checkpoint(checkpoint, archived[ArchivedKind.CHECKPOINT_SIGNATURE], rebuilt_signature.key_id, signer)
     except Exception:  # noqa: BLE001 - see above
         return "differs"

@@ -37,6 +37,7 @@ import base64
 import hashlib
 import logging
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import faust
@@ -45,6 +46,7 @@ from prometheus_client import Counter, Histogram
 from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export, file_sha256
 from cdr_mediation.agents.export_delivery import (
     Next,
+    OutgoingPart,
     attempt_delivery,
     delivered_detail,
     delivery_channel,
@@ -58,7 +60,7 @@ from cdr_mediation.domain.export_archive import delivered_keys
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_name, load_export_config
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, retry_delay
 from cdr_mediation.infra.cms import SigningIdentity, sign_checkpoint, sign_detached_file
-from cdr_mediation.infra.cms_verify import load_trust_anchors, verify_checkpoint, verify_detached
+from cdr_mediation.infra.cms_verify import load_trust_anchors, verify_checkpoint, verify_detached_file
 from cdr_mediation.infra.hsm import HsmConfig, HsmError, HsmSigner, SignatureProfile
 from cdr_mediation.infra.postgres.export_store import (
     ConcurrentTransition,
@@ -165,6 +167,13 @@ class Exporter:
                     "operator_id": closed.operator_id, "day": closed.day, "reason": exc.reason, "error": str(exc)})
                 return
 
+    async def close(self) -> None:
+        """Release the database connection and the HSM session (a tool that is done with them)."""
+        await self.sink.close()
+        if self._signer is not None:
+            self._signer.close()
+            self._signer = None
+
     async def _record(self, closed: DayClosed, event: ExportEvent, detail: dict) -> None:
         await record_step(self.sink, closed.operator_id, closed.day, event, detail, actor=ACTOR)
 
@@ -210,6 +219,13 @@ class Exporter:
         if (earlier is not None and earlier.get("zip_sha256") == zip_sha256 and cms_path.exists()
                 and file_sha256(cms_path) == earlier["cms_sha256"]):
             return dict(earlier)
+        return await self.sign_zip(closed, zip_path, zip_sha256)
+
+    async def sign_zip(self, closed: DayClosed, zip_path: Path, zip_sha256: str) -> dict | None:
+        """Sign a built ZIP and its checkpoint in the HSM, check both against the trust anchor
+        and write the signature files beside the ZIP; the SIGNED step's detail, or None while
+        the HSM cannot sign. Touches no database: the lifecycle step above and
+        `cdrmed bench export` both run exactly this."""
         checkpoint_bytes = _checkpoint_member(zip_path)
         try:
             with STEP_SECONDS.labels(step="sign").time():
@@ -222,10 +238,14 @@ class Exporter:
                 "operator_id": closed.operator_id, "day": closed.day, "error": str(exc)})
             return None
         # Checked against the trust anchor before anything says "signed"; the checkpoint
-        # signature with the certificate the CMS verified.
-        verified = verify_detached(cms_der, zip_path.read_bytes(), self.anchors)
+        # signature with the certificate the CMS verified. The ZIP is read in chunks, as the
+        # signer read it: a day of ten million records makes a ZIP of ~400 MB, more than the
+        # worker's whole memory budget.
+        verified = await asyncio.to_thread(verify_detached_file, cms_der, zip_path, self.anchors)
         verify_checkpoint(checkpoint_bytes, checkpoint_signature.signature, checkpoint_signature.key_id,
                           verified.signer)
+        name = zip_path.name.removesuffix(".zip")
+        cms_path = zip_path.with_name(zip_path.name + ".p7s")
         cms_path.write_bytes(cms_der)
         zip_path.with_name(f"{name}.checkpoint.json").write_bytes(checkpoint_bytes)
         zip_path.with_name(f"{name}.checkpoint.sig").write_bytes(checkpoint_signature.signature)
@@ -242,7 +262,11 @@ class Exporter:
         counted and logged here, the caller decides (retry, or MANUAL when it is permanent)."""
         zip_path, zip_sha256 = await self._built_zip(closed, name)
         cms_sha256 = await self._signature_at_hand(closed, name, zip_path)
-        parts = delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256)
+        return await self.deliver_parts(closed, delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256))
+
+    async def deliver_parts(self, closed: DayClosed, parts: Sequence[OutgoingPart]):
+        """One delivery attempt of a signed export's parts; a failure is counted and logged.
+        Touches no database (`cdrmed bench export` runs it)."""
         with STEP_SECONDS.labels(step="deliver").time():
             outcome = await attempt_delivery(self.channel, parts)
         if not outcome.delivered:

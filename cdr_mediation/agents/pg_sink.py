@@ -49,6 +49,12 @@ class PostgresSink:
             self._conn = await asyncpg.connect(self.dsn, timeout=5, command_timeout=60)
         return self._conn
 
+    async def close(self) -> None:
+        """Close the held connection (for a caller that is done with the sink)."""
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None
+
     def _discard_connection(self) -> None:
         # After a failure the connection's state is unknown: the retry starts on a new one.
         if self._conn is not None and not self._conn.is_closed():

@@ -32,7 +32,7 @@ from cdr_mediation.domain.dlr import InvalidDlr, parse_dlr
 from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState
 from cdr_mediation.domain.projection import CDR_ID_NAMESPACE, cdr_id_for, project
 from cdr_mediation.domain.strict_json import StrictJsonError, loads_strict
-from cdr_mediation.infra.postgres.cdr_store import cdr_row, entry_row, row_to_mapping
+from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, cdr_row, entry_row, row_to_mapping
 
 from .domain_samples import BASE_DLR, dlr_doc
 from .test_dlr import valid_dlr_docs
@@ -60,6 +60,17 @@ zones = st.just(UTC) | st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(
 @example(dt.datetime(2026, 6, 30, 23, 30, 0, 123_900, tzinfo=dt.timezone(dt.timedelta(hours=-2))))
 def test_format_utc_is_the_field_by_field_rendering(moment: dt.datetime) -> None:
     assert format_utc(moment) == reference_format_utc(moment)
+
+
+def test_format_utc_gives_instants_of_one_second_their_own_milliseconds() -> None:
+    # The text up to the second is memoised: instants of one second must still get their own
+    # milliseconds (truncated), and the next second, minute, day or year never the memoised text.
+    last_second = dt.datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    moments = [last_second + dt.timedelta(microseconds=us)
+               for us in (0, 999, 1_000, 123_456, 999_999, 1_000_000, 1_000_001, 61_000_000)]
+    moments += [dt.datetime(2026, 11, 21, 13, 5, 7, us, tzinfo=UTC) for us in (0, 1, 500_500, 999_000, 999_999)]
+    for moment in moments + moments[::-1]:
+        assert format_utc(moment) == reference_format_utc(moment)
 
 
 def test_format_utc_refuses_naive_times() -> None:
@@ -269,6 +280,29 @@ def test_store_rows_from_entries_equal_rows_from_cdrs_and_read_back_exactly() ->
 
     for (cdr, digest), row in zip(batch, from_entries):
         assert row_to_mapping(dict(zip(COLUMNS, row))) == {**cdr.to_entry(), "record_hash": digest}
+
+
+def test_a_stored_row_becomes_the_cdr_of_its_entry() -> None:
+    from cdr_mediation.infra.postgres.cdr_store import COLUMNS
+
+    adjustment = dataclasses.replace(sample_cdrs(1)[0][0], record_type=RecordType.VOID, amount_minor=0,
+                                     tax_minor=0, ref_cdr_id="4df915ca-f22c-5214-9542-631074267f2a",
+                                     ticket_ref="T-1", actor="admin")
+    for cdr, digest in sample_cdrs(50) + [(adjustment, record_hash(adjustment))]:
+        row = cdr_row(cdr, digest)  # what the table stores, in COLUMNS order
+        entry = row_to_mapping(dict(zip(COLUMNS, row)))
+        del entry["record_hash"]
+        assert cdr_from_row(row) == Cdr.from_entry(entry) == cdr
+
+
+@pytest.mark.parametrize("column, value", [("status", "delivered"), ("record_type", "NOPE"), ("status", ["X"])])
+def test_a_stored_row_with_an_unknown_status_or_type_is_refused_like_an_entry(column, value) -> None:
+    from cdr_mediation.infra.postgres.cdr_store import COLUMNS
+
+    row = list(cdr_row(*sample_cdrs(1)[0]))
+    row[COLUMNS.index(column)] = value
+    with pytest.raises(ValueError):
+        cdr_from_row(row)
 
 
 def _with_entry(value: bytes, change) -> bytes:

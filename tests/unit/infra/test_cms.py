@@ -9,7 +9,7 @@ import pytest
 from asn1crypto import cms
 
 from cdr_mediation.infra.cms import CmsError, SigningIdentity, sign_detached, sign_detached_file
-from cdr_mediation.infra.cms_verify import VerificationError, verify_detached
+from cdr_mediation.infra.cms_verify import VerificationError, verify_detached, verify_detached_file
 from cdr_mediation.infra.hsm import SignatureProfile
 
 from .conftest import make_dev_chain
@@ -270,3 +270,19 @@ def test_signing_a_file_in_chunks_gives_the_bytes_of_signing_it_whole(tmp_path, 
         assert verify_detached(signed, content, [dev_chain.ca_cert]).signing_time == CUT_OFF
     with pytest.raises(VerificationError):
         verify_detached(from_file, content[:-1] + b"\x00", [dev_chain.ca_cert])
+
+
+def test_verifying_a_file_in_chunks_agrees_with_verifying_its_bytes(tmp_path, dev_chain, profile) -> None:
+    path = tmp_path / "export.zip"
+    path.write_bytes(CONTENT * 500)  # several read chunks
+    signed = _sign(dev_chain, profile, content=CONTENT * 500)
+    from_file = verify_detached_file(signed, path, [dev_chain.ca_cert])
+    assert from_file == verify_detached(signed, path.read_bytes(), [dev_chain.ca_cert])
+    assert from_file.signing_time == CUT_OFF
+
+    # One byte changed past the first read chunk is caught, as in the in-memory check.
+    content = bytearray(path.read_bytes())
+    content[(1 << 20) + 7] ^= 0x01
+    path.write_bytes(content)
+    with pytest.raises(VerificationError, match="message-digest attribute does not match"):
+        verify_detached_file(signed, path, [dev_chain.ca_cert])
