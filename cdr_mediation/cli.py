@@ -175,24 +175,104 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import logging
+
     import asyncpg
 
-    from cdr_mediation.agents.verifier import verification_report, verify_stored_chains
+    from cdr_mediation.agents.verifier import record_verification, verification_report, verify_stored_chains
+    from cdr_mediation.infra.postgres.audit_store import new_request_id
     from cdr_mediation.runtime import start_process
 
     process = start_process("verify", worker=False, metrics=False)
+    request_id = new_request_id()
 
     async def verify() -> list:
         conn = await asyncpg.connect(process.settings.pg_dsn.get_secret_value())
         try:
-            return await verify_stored_chains(conn, args.operator or None)
+            results = await verify_stored_chains(conn, args.operator or None)
+            entry = await record_verification(conn, results, request_id=request_id)
         finally:
             await conn.close()
+        logging.getLogger("cdr_mediation.verify").info("verification recorded in the audit log", extra={
+            "audit_seq": entry.audit_seq, "request_id": request_id})
+        return results
 
     results = asyncio.run(verify())
     for result in results:
         print(json.dumps(verification_report(result)))
     return 0 if results and all(r.ok for r in results) else 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recompute the audit log; the run is recorded as an `audit.verify` entry after it."""
+    from cdr_mediation.domain.audit import AUDIT_VERIFY, SYSTEM_ROLE, AuditHead
+    from cdr_mediation.infra.postgres.audit_store import append_audit, new_request_id, verify_stored_audit
+
+    expected = None
+    if args.expect_head:
+        seq, _, digest = args.expect_head.partition(":")
+        expected = AuditHead(int(seq), digest)
+
+    async def verify(conn, _settings):
+        result = await verify_stored_audit(conn, expected_head=expected)
+        report = result.to_dict()
+        async with conn.transaction():
+            await append_audit(conn, actor="audit-verifier", actor_role=SYSTEM_ROLE, action=AUDIT_VERIFY,
+                               request_id=new_request_id(), refs={}, detail=report)
+        return result, report
+
+    result, report = _with_database("audit-verify", verify)
+    print(json.dumps(report))
+    return 0 if result.ok else 1
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from cdr_mediation.infra.postgres.audit_store import read_audit
+
+    refs = {key: value for key, value in (("operator_id", args.operator), ("day", args.day)) if value is not None}
+
+    async def page(conn, _settings):
+        return await read_audit(conn, action=args.audit_action, actor=args.actor, refs=refs or None, since=args.since,
+                                until=args.until, after_seq=args.after, limit=args.limit)
+
+    entries, cursor = _with_database("audit-list", page)
+    for entry in entries:
+        print(json.dumps(entry.to_row()))
+    if cursor is not None:
+        print(json.dumps({"next_after": cursor}))
+    return 0
+
+
+def cmd_outbox_relay(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from cdr_mediation.agents.outbox_relay import NotLeading, OutboxRelay
+    from cdr_mediation.runtime import start_process
+
+    process = start_process("outbox-relay", worker=False, metrics=not args.once)
+    relay = OutboxRelay(process.settings)
+    if args.once:
+        try:
+            published = asyncio.run(relay.drain())
+        except NotLeading as exc:
+            print(f"cdrmed outbox relay --once: {exc}; it publishes the outbox", file=sys.stderr)
+            return 1
+        except KafkaError as exc:
+            # What Kafka acknowledged is marked; the rest stays pending for the next run, in order.
+            print(f"cdrmed outbox relay --once: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"published": published}))
+        return 0
+
+    async def relay_until_stopped() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await relay.run(stop)
+
+    asyncio.run(relay_until_stopped())
+    return 0
 
 
 def cmd_clock_tick(args: argparse.Namespace) -> int:
@@ -543,6 +623,30 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="recompute stored chains and report the first break")
     verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
     verify.set_defaults(func=cmd_verify)
+
+    audit = sub.add_parser("audit", help="the audit log (docs/audit.md)").add_subparsers(dest="action", required=True)
+    audit_verify = audit.add_parser("verify", help="recompute the audit log's hash chain; exit 1 on a break")
+    audit_verify.add_argument("--expect-head", help="AUDIT_SEQ:ENTRY_HASH recorded earlier (a previous report): "
+                                                    "the log must still hold it (detects a removed or rewritten tail)")
+    audit_verify.set_defaults(func=cmd_audit_verify)
+    audit_list = audit.add_parser("list", help="audit entries in order (JSON lines; a last line "
+                                               "{\"next_after\": N} when there are more)")
+    audit_list.add_argument("--action", dest="audit_action", help="e.g. export.transition, chain.verify")
+    audit_list.add_argument("--actor")
+    audit_list.add_argument("--operator", help="entries whose refs name this operator_id")
+    audit_list.add_argument("--day", type=lambda v: dt.date.fromisoformat(v).isoformat(),
+                            help="entries whose refs name this day (YYYY-MM-DD)")
+    audit_list.add_argument("--since", help="at >= this (YYYY-MM-DDTHH:MM:SS.ffffffZ or a prefix of it)")
+    audit_list.add_argument("--until", help="at < this (same form)")
+    audit_list.add_argument("--after", type=int, default=0, help="cursor: entries after this audit_seq")
+    audit_list.add_argument("--limit", type=int, default=100)
+    audit_list.set_defaults(func=cmd_audit_list)
+
+    outbox = sub.add_parser("outbox", help="the transactional outbox (docs/audit.md)").add_subparsers(
+        dest="action", required=True)
+    relay = outbox.add_parser("relay", help="publish committed outbox rows to Kafka in order (at least once)")
+    relay.add_argument("--once", action="store_true", help="publish what is pending now, then exit")
+    relay.set_defaults(func=cmd_outbox_relay)
 
     clock = sub.add_parser("clock", help="the explicit event-time clock of idle operators").add_subparsers(
         dest="action", required=True)

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
 
+    # Producers that must not duplicate on retry (the outbox relay). Apache Kafka supports it;
+    # the local Tansu broker lacks InitProducerId, so `cdrmed stack env` turns it off.
+    kafka_idempotent_producer: bool = Field(True, description="use Kafka's idempotent producer where the "
+                                                              "project asks for it")
+    outbox_poll_interval_s: float = Field(5.0, gt=0, description="how often the outbox relay looks for rows "
+                                                                 "besides being woken by NOTIFY at commit")
+    outbox_batch: int = Field(500, ge=1, le=100_000, description="outbox rows published per pass")
+
     worker_agents: str = Field("ingest,store,rollup,rollup-store",
                                pattern=r"^(ingest|store|rollup|rollup-store|exporter)(,(ingest|store|rollup|rollup-store|exporter))*$",
                                description="which agents this worker runs (comma-separated); store and rollup "

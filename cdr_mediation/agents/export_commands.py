@@ -1,7 +1,9 @@
 """What a person does to an export (`cdrmed export …`): look, resume, issue a corrected file.
 
 Each command is one recorded lifecycle step with the person as its actor and a ticket reference
-in its evidence, so the audit trail says who moved the file, why, and on what authority:
+in its evidence, so the audit trail says who moved the file, why, and on what authority; its
+audit row records the person with the role `admin` (whoever runs `cdrmed` with the deployment's
+database credentials operates the system):
 
 * `status` lists exports and their states (JSON lines);
 * `resume` takes a MANUAL file back to PENDING once its cause is fixed (HSM back, access
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cdr_mediation.agents.export_build import build_day_export
+from cdr_mediation.domain.access import Role
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import ExportConfig
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState
@@ -53,7 +56,7 @@ async def export_status(conn, operator_id: str | None = None) -> list[dict[str, 
 async def resume_export(conn, operator_id: str, day: str, act: PersonsAct) -> ExportState:
     async with conn.transaction():
         return await record_transition(conn, operator_id, day, ExportEvent.RESUMED, actor=act.actor,
-                                       detail=act.evidence())
+                                       detail=act.evidence(), actor_role=Role.ADMIN.value)
 
 
 async def reissue_export(conn, config: ExportConfig, out_dir: Path, operator_id: str, day: str,
@@ -75,5 +78,6 @@ async def reissue_export(conn, config: ExportConfig, out_dir: Path, operator_id:
               "same_bytes": built.zip_sha256 == previous["zip_sha256"],
               "rejection_sha256": rejection.get("answer", {}).get("sha256")}
     async with conn.transaction():
-        await record_transition(conn, operator_id, day, ExportEvent.REBUILT, actor=act.actor, detail=detail)
+        await record_transition(conn, operator_id, day, ExportEvent.REBUILT, actor=act.actor, detail=detail,
+                                actor_role=Role.ADMIN.value)
     return detail

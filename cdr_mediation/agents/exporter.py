@@ -62,6 +62,7 @@ from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, retr
 from cdr_mediation.infra.cms import SigningIdentity, sign_checkpoint, sign_detached_file
 from cdr_mediation.infra.cms_verify import load_trust_anchors, verify_checkpoint, verify_detached_file
 from cdr_mediation.infra.hsm import HsmConfig, HsmError, HsmSigner, SignatureProfile
+from cdr_mediation.infra.postgres.audit_store import new_request_id
 from cdr_mediation.infra.postgres.export_store import (
     ConcurrentTransition,
     ExportConflict,
@@ -307,12 +308,16 @@ class Exporter:
 
 async def record_step(sink: PostgresSink, operator_id: str, day: str, event: ExportEvent, detail: dict, *,
                       actor: str) -> ExportState:
-    """Record one lifecycle step (with its audit evidence), count it and log it."""
+    """Record one lifecycle step (with its evidence and its audit row), count it and log it; the
+    log line carries the audit row's request id."""
+    request_id = new_request_id()
     state = await sink.commit(
-        lambda conn: record_transition(conn, operator_id, day, event, actor=actor, detail=detail))
+        lambda conn: record_transition(conn, operator_id, day, event, actor=actor, detail=detail,
+                                       request_id=request_id))
     STEPS.labels(to_state=state.value).inc()
     log.log(logging.WARNING if state is ExportState.MANUAL else logging.INFO, "export step",
-            extra={"operator_id": operator_id, "day": day, "event": event.value, "state": state.value, "actor": actor})
+            extra={"operator_id": operator_id, "day": day, "event": event.value, "state": state.value, "actor": actor,
+                   "request_id": request_id})
     return state
 
 

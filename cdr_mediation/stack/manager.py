@@ -69,6 +69,7 @@ class Stack:
         return {
             "CDR_NATS_URL": manifest["nats"]["url"],
             "CDR_KAFKA_BOOTSTRAP": manifest["kafka"]["bootstrap"],
+            "CDR_KAFKA_IDEMPOTENT_PRODUCER": "false",  # Tansu has no InitProducerId
             "CDR_PG_DSN": postgres.app_dsn(),
             "CDR_HSM_MODULE": hsm.module_path,
             "CDR_HSM_TOKEN_LABEL": hsm.token_label,

@@ -2,9 +2,11 @@
 
 `ensure_export` records an export in PENDING when its day closes (idempotent: the same closed day
 again is a no-op; another file for the same day or the same sequence number is refused).
-`record_transition` asks the domain for the next state and appends it as the next step; the
-history is the audit trail. Two exporters racing on one file cannot both move it: the second
-insert of the same step fails on the primary key and reports `ConcurrentTransition`, and a step
+`record_transition` asks the domain for the next state and appends it as the next step, and in
+the same transaction an `export.transition` row of the audit log (docs/audit.md) that references
+the step: the step holds the evidence, the audit row puts it in the system-wide hash chain. Two
+exporters racing on one file cannot both move it: the second insert of the same step fails on the
+primary key and reports `ConcurrentTransition` (its audit row rolls back with it), and a step
 that does not start where the last one ended is refused by the database trigger as well.
 """
 
@@ -18,7 +20,9 @@ from typing import Any, Mapping
 import asyncpg
 
 from cdr_mediation.domain.day_close import DayClosed
+from cdr_mediation.domain.audit import EXPORT_TRANSITION, SYSTEM_ROLE
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, next_state
+from cdr_mediation.infra.postgres.audit_store import append_audit, new_request_id
 
 
 class ExportConflict(RuntimeError):
@@ -63,32 +67,53 @@ async def ensure_export(conn, closed: DayClosed, file_name: str) -> bool:
 
 async def current_state(conn, operator_id: str, day: str) -> tuple[ExportState, int]:
     """The export's state and the number of steps taken (0: still PENDING as created)."""
+    state, step, _ = await _position(conn, operator_id, day)
+    return state, step
+
+
+async def _position(conn, operator_id: str, day: str) -> tuple[ExportState, int, str]:
+    """(state, steps taken, file name) of an export."""
     row = await conn.fetchrow(
-        "SELECT f.operator_id, t.to_state, t.step FROM export_file f LEFT JOIN LATERAL ("
+        "SELECT f.file_name, t.to_state, t.step FROM export_file f LEFT JOIN LATERAL ("
         "  SELECT to_state, step FROM export_transition t WHERE t.operator_id = f.operator_id AND t.day = f.day"
         "  ORDER BY step DESC LIMIT 1) t ON true WHERE f.operator_id = $1 AND f.day = $2",
         operator_id, dt.date.fromisoformat(day))
     if row is None:
         raise LookupError(f"no export of {operator_id} for {day}")
     if row["step"] is None:
-        return ExportState.PENDING, 0
-    return ExportState(row["to_state"]), row["step"]
+        return ExportState.PENDING, 0, row["file_name"]
+    return ExportState(row["to_state"]), row["step"], row["file_name"]
 
 
 async def record_transition(conn, operator_id: str, day: str, event: ExportEvent, *, actor: str,
-                            detail: Mapping[str, Any] | None = None) -> ExportState:
+                            detail: Mapping[str, Any] | None = None, actor_role: str = SYSTEM_ROLE,
+                            request_id: str | None = None) -> ExportState:
     """Move the export by `event` (the domain's table decides; `IllegalTransition` if it may not)
-    and append the step with its evidence. Returns the new state."""
-    state, step = await current_state(conn, operator_id, day)
-    target = next_state(state, event)
-    try:
-        await conn.execute(
-            "INSERT INTO export_transition (operator_id, day, step, from_state, event, to_state, detail, actor) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
-            operator_id, dt.date.fromisoformat(day), step + 1, state.value, ExportEvent(event).value, target.value,
-            json.dumps(dict(detail or {}), sort_keys=True), actor)
-    except (asyncpg.UniqueViolationError, asyncpg.RaiseError) as exc:
-        raise ConcurrentTransition(f"{operator_id} {day}: step {step + 1} from {state.value} lost a race ({exc})") from None
+    and append the step with its evidence and its audit row, atomically. Returns the new state.
+
+    Runs in a transaction of its own, or in a savepoint of the caller's: a refused step leaves
+    neither its row nor its audit row, and the caller's transaction usable. `actor_role` is
+    `system` for the agents, the person's role for a person; `request_id` ties the audit row to
+    the request or log line that caused it (a new one if not given)."""
+    async with conn.transaction():
+        state, step, file_name = await _position(conn, operator_id, day)
+        target = next_state(state, event)
+        event = ExportEvent(event)
+        try:
+            await conn.execute(
+                "INSERT INTO export_transition (operator_id, day, step, from_state, event, to_state, detail, actor) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
+                operator_id, dt.date.fromisoformat(day), step + 1, state.value, event.value, target.value,
+                json.dumps(dict(detail or {}), sort_keys=True), actor)
+        except (asyncpg.UniqueViolationError, asyncpg.RaiseError) as exc:
+            raise ConcurrentTransition(f"{operator_id} {day}: step {step + 1} from {state.value} lost a race ({exc})") from None
+        # The step's evidence (a CMS, a RAP) stays in export_transition; the audit row names the step.
+        await append_audit(conn, actor=actor, actor_role=actor_role, action=EXPORT_TRANSITION,
+                           request_id=request_id or new_request_id(),
+                           refs={"operator_id": operator_id, "day": dt.date.fromisoformat(day).isoformat(),
+                                 "file_name": file_name},
+                           detail={"from_state": state.value, "event": event.value, "to_state": target.value,
+                                   "step": step + 1})
     return target
 
 

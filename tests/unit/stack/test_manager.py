@@ -39,6 +39,7 @@ def test_the_exported_environment_is_a_valid_configuration(started_stack):
     env = started_stack.settings_env()
     settings = Settings.load(env)  # raises on any CDR_* name the settings do not know
     assert settings.delivery_method == "sftp"
+    assert settings.kafka_idempotent_producer is False  # Tansu refuses InitProducerId
     assert settings.https_url == "https://127.0.0.1:8443"
     assert (str(settings.https_client_cert), str(settings.https_client_key), str(settings.https_ca_cert)) == (
         "/s/regulator/pki/client.pem", "/s/regulator/pki/client.key", "/s/regulator/pki/ca.pem")
