@@ -103,7 +103,9 @@ class Sftp(Component):
         if not config or not self.daemon(marker=str(self.paths()["config"])).running():
             return Health(False, endpoint, "not running")
         try:
-            asyncio.run(asyncio.wait_for(self._list_dropbox(config), 5))
+            # A real login and listing; 15 s, not less: on a loaded 2-core machine sshd's key
+            # exchange alone has taken over 5 s (a CI run reported a healthy server as down).
+            asyncio.run(asyncio.wait_for(self._list_dropbox(config), 15))
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             return Health(False, endpoint, f"sftp login: {exc!r}")
         return Health(True, endpoint)
