@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.checkpoint import Checkpoint, CheckpointBuilder
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_header, file_name
+from cdr_mediation.infra.file_digest import file_sha256  # noqa: F401 - callers import it from here
 from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, iter_day_rows
 
 CHECKPOINT_MEMBER = "checkpoint.json"
@@ -101,10 +101,3 @@ def _records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: a
             builder.add(row, row["record_hash"])
             yield cdr_from_row(row)
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cdr_mediation.domain.cold_segment import SegmentFileDigest
+from cdr_mediation.infra.file_digest import file_sha256_and_size
 
 COMPRESS_LEVEL = 6  # part of the byte-for-byte reproducibility of a segment file; never change it silently
 _READ_CHUNK = 1 << 20
@@ -91,10 +92,4 @@ def iter_segment_lines(path: Path) -> Iterator[bytes]:
         yield from source
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as source:
-        while chunk := source.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+file_sha256 = file_sha256_and_size  # (hex, size) of a segment file

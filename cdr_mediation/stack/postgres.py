@@ -132,12 +132,7 @@ class Postgres(Component):
             await conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
         finally:
             await conn.close()
-        conn = await self._superuser(name)
-        try:
-            await conn.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO {OWNER_ROLE}")
-            await apply_migrations(conn, owner_role=OWNER_ROLE, app_role=APP_ROLE)
-        finally:
-            await conn.close()
+        await self._install_schema(name)
         return self.app_dsn().rsplit("/", 1)[0] + f"/{name}"
 
     async def _superuser(self, database: str = "postgres"):
@@ -171,7 +166,11 @@ class Postgres(Component):
                 await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}")
         finally:
             await conn.close()
-        conn = await self._superuser(DATABASE)
+        await self._install_schema(DATABASE)
+
+    async def _install_schema(self, database: str) -> None:
+        """The public schema owned by the owner role and closed to PUBLIC, then the migrations."""
+        conn = await self._superuser(database)
         try:
             await conn.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO {OWNER_ROLE}")
             await apply_migrations(conn, owner_role=OWNER_ROLE, app_role=APP_ROLE)

@@ -44,6 +44,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
+from cdr_mediation.infra.file_digest import file_sha256_and_size
 from cdr_mediation.infra.archive.errors import (
     ArchiveConflict,
     ArchiveError,
@@ -125,7 +126,7 @@ class _Payload:
     @classmethod
     async def of_file(cls, path: Path) -> "_Payload":
         with _local_file(path):
-            sha256, size = await asyncio.to_thread(_hash_file, Path(path))
+            sha256, size = await asyncio.to_thread(file_sha256_and_size, Path(path))
         return cls(sha256, size, path=Path(path))
 
     async def read(self, offset: int, length: int) -> bytes:
@@ -144,15 +145,6 @@ def _local_file(path: Path):
         yield
     except OSError as exc:
         raise ArchiveError(f"local file {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as source:
-        while chunk := source.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _read_range(path: Path, offset: int, length: int) -> bytes:

@@ -7,14 +7,14 @@ listed by the HTTPS API (`GET /v1/responses`), so both channels see the same ans
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
-from cdr_mediation.infra.delivery.files import CHUNK_SIZE, parse_response_name
+from cdr_mediation.infra.delivery.files import parse_response_name
+from cdr_mediation.infra.file_digest import file_sha256_and_size
 from cdr_mediation.stack.regulator.ledger import Receipt
 from cdr_mediation.stack.regulator.script import RejectionTerms
 
@@ -62,14 +62,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(staged, path)
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """(SHA-256 hex, size) of a file, read in chunks: delivered exports can be large."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+file_digest = file_sha256_and_size  # (SHA-256 hex, size) of a received file
 
 
 def list_responses(outbox: Path, file_name: str | None) -> list[dict[str, Any]]:
