@@ -59,8 +59,7 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     data_path = out_dir / f"{name}{export_format.file_extension}"
     cut_off = day_cut_off(closed.day)
     builder = CheckpointBuilder(closed.operator_id, closed.day)
-    rows = iter_day_rows(conn, closed.operator_id, cut_off - dt.timedelta(days=1), cut_off,
-                         through_seq=closed.chain_head_seq)
+    rows = file_rows(conn, closed)
     try:
         records = _records_for_thread(rows, builder, asyncio.get_running_loop())
         summary = await asyncio.to_thread(export_format.write, data_path, header, records)
@@ -79,6 +78,14 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     members = [ZipMember(data_path.name, path=data_path), ZipMember(CHECKPOINT_MEMBER, data=checkpoint.canonical_bytes())]
     await asyncio.to_thread(write_export_zip, zip_path, members, cut_off)
     return BuiltExport(name, zip_path, await asyncio.to_thread(file_sha256, zip_path), data_path.name, checkpoint)
+
+
+def file_rows(conn, closed: DayClosed) -> AsyncIterator:
+    """The stored rows (`cdr_store.COLUMNS`) of the file a `DayClosed` names, in chain order:
+    the one definition of a file's content, shared by the build, the rebuild and the verifier."""
+    cut_off = day_cut_off(closed.day)
+    return iter_day_rows(conn, closed.operator_id, cut_off - dt.timedelta(days=1), cut_off,
+                         through_seq=closed.chain_head_seq)
 
 
 def _records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):
