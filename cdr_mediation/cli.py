@@ -127,7 +127,13 @@ def cmd_portal(args: argparse.Namespace) -> int:
         return 2
     tls = mutual_tls_context(server_cert=settings.portal_tls_cert, server_key=settings.portal_tls_key,
                              client_ca=settings.portal_client_ca, client_crl=settings.portal_client_crl)
-    api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls)
+    from cdr_mediation.portal.adjustments import AdjustmentSettings
+    from cdr_mediation.topology.topics import ADJUSTMENT
+
+    adjustments = AdjustmentSettings(settings.adjustment_enabled, ADJUSTMENT.named(settings.topic_prefix).name,
+                                     settings.pg_dsn.get_secret_value())
+    api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls,
+                        adjustments=adjustments)
     asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls))
     return 0
 

@@ -13,8 +13,9 @@ Checks, in this order; the first that fails is reported:
   entry                the entry's cdr_id / operator_id are the proof's
   checkpoint_signature the signature over the checkpoint bytes verifies with the first certificate
   key_id               `key_id` is SHA-256 of that certificate's SubjectPublicKeyInfo
-  checkpoint           the signed checkpoint is canonical, of this operator, file and day, counts
-                       `tree_size` records and spans the entry's chain_seq
+  checkpoint           the signed checkpoint is canonical, of this operator and file, counts
+                       `tree_size` records and spans the entry's chain_seq (an entry of another
+                       day than the file's is carried by it: "carried" in the verdict)
   certificate_chain    (only with --ca) the certificate chains to the trust anchor, every
                        certificate valid at the checkpoint's cut_off
   inclusion            the audit path leads from the record hash to the checkpoint's merkle_root
@@ -280,7 +281,9 @@ def check_checkpoint(doc: dict) -> dict:
         ("operator_id", checkpoint.get("operator_id") == doc["operator_id"], doc["operator_id"]),
         ("file_name", checkpoint.get("file_name") == doc["file_name"], doc["file_name"]),
         ("record_count", checkpoint.get("record_count") == doc["tree_size"], f"tree_size {doc['tree_size']}"),
-        ("day", type(done_at) is str and checkpoint.get("day") == done_at[:10], f"the entry's done_at {done_at}"),
+        # An entry of another day is one the file carries: it reached the chain after its own
+        # day's file closed (an adjustment, a late CDR; docs/proofs.md §3). Inclusion proves it.
+        ("day", type(done_at) is str and type(checkpoint.get("day")) is str, f"the entry's done_at {done_at}"),
         ("first_chain_seq/last_chain_seq", all(type(v) is int for v in (first, last, seq)) and first <= seq <= last,
          f"the entry's chain_seq {seq}"),
         ("merkle_root", type(checkpoint.get("merkle_root")) is str and HEX64.fullmatch(checkpoint["merkle_root"]),
@@ -387,6 +390,7 @@ def verify(data: bytes, anchors: list | None = None) -> dict:
         "chain_seq": doc["entry"].get("chain_seq"), "record_hash": doc["record_hash"],
         "leaf_index": doc["leaf_index"], "tree_size": doc["tree_size"], "merkle_root": checkpoint["merkle_root"],
         "cut_off": checkpoint["cut_off"], "signature_algorithm": doc["signature_algorithm"], "key_id": doc["key_id"],
+        "file_day": checkpoint["day"], "carried": checkpoint["day"] != doc["entry"]["done_at"][:10],
         "signer": doc["parsed_certificates"][0].subject.rfc4514_string(),
         "trust_anchor": anchor.subject.rfc4514_string() if anchor is not None else None,
     }

@@ -3,7 +3,7 @@
 For one `DayClosed` (operator, day, the chain head when the day closed, its `day_sequence`):
 
 1. the operator's stored entries of that UTC day up to the closing head, in chain order, stream
-   from PostgreSQL (`iter_day_rows`) into the operator's export format (TAP 3.12 by default),
+   from PostgreSQL (`file_rows`) into the operator's export format (TAP 3.12 by default),
    which runs in a worker thread; the same pass feeds the `CheckpointBuilder` (counts, totals,
    streaming Merkle root), so a file of tens of millions of records is never held in memory;
 2. the format's own count and amount totals must equal the checkpoint's (two independent tallies
@@ -12,7 +12,8 @@ For one `DayClosed` (operator, day, the chain head when the day closed, its `day
    with the cut-off.
 
 Entries of the day that arrived after the day closed (chain_seq above the closing head) are not
-in this file: they are the day's corrections (rollup revisions ≥ 1) and go into a later file.
+in this file: they are the day's corrections (rollup revisions ≥ 1) and go into the next file to
+close, which carries them with the adjustments of closed days (`domain/file_scope.py`).
 Everything here is a function of the stored rows, the configuration and the `DayClosed` record,
 so building twice gives the same bytes (`cdrmed export rebuild` relies on it).
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from cdr_mediation.domain.checkpoint import Checkpoint, CheckpointBuilder
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_header, file_name
 from cdr_mediation.infra.file_digest import file_sha256  # noqa: F401 - callers import it from here
-from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, iter_day_rows
+from cdr_mediation.domain.file_scope import FileScope
+from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, iter_scope_rows
+from cdr_mediation.infra.postgres.export_store import stored_file_scope
 
 CHECKPOINT_MEMBER = "checkpoint.json"
 _CHUNK = 2_000  # rows handed to the writer thread per event-loop round trip
@@ -80,12 +82,23 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
     return BuiltExport(name, zip_path, await asyncio.to_thread(file_sha256, zip_path), data_path.name, checkpoint)
 
 
-def file_rows(conn, closed: DayClosed) -> AsyncIterator:
+async def scope_of(conn, closed: DayClosed) -> FileScope:
+    """Which entries the file of `closed` holds (`domain/file_scope.py`), from the operator's
+    earlier files. ExportBuildError when an earlier file is unknown."""
+    try:
+        return await stored_file_scope(conn, closed)
+    except ValueError as exc:
+        raise ExportBuildError(str(exc)) from None
+
+
+async def file_rows(conn, closed: DayClosed) -> AsyncIterator:
     """The stored rows (`cdr_store.COLUMNS`) of the file a `DayClosed` names, in chain order:
-    the one definition of a file's content, shared by the build, the rebuild and the verifier."""
-    cut_off = day_cut_off(closed.day)
-    return iter_day_rows(conn, closed.operator_id, cut_off - dt.timedelta(days=1), cut_off,
-                         through_seq=closed.chain_head_seq)
+    the one definition of a file's content, shared by the build, the rebuild and the verifier.
+    Besides its day's entries a file carries the late entries and adjustments of days closed
+    before it (`domain/file_scope.py`)."""
+    scope = await scope_of(conn, closed)
+    async for row in iter_scope_rows(conn, scope):
+        yield row
 
 
 def _records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):

@@ -18,8 +18,17 @@ import logging
 import faust
 from prometheus_client import Counter, Histogram
 
-from cdr_mediation.codecs.records import DeadLetterRecord, UndecodableRecord, decode_dlr_batch, encode_cdr_records
-from cdr_mediation.domain.ingest import BatchStep
+from cdr_mediation.codecs.records import (
+    DeadLetterRecord,
+    UndecodableRecord,
+    decode_adjustment,
+    decode_dlr_batch,
+    encode_adjustment_entry,
+    encode_cdr_records,
+    is_adjustment_record,
+)
+from cdr_mediation.domain.adjustment import AdjustmentRefused
+from cdr_mediation.domain.ingest import BatchStep, apply_adjustment
 from cdr_mediation.domain.pricing import PricingSnapshot
 from cdr_mediation.settings import Settings
 from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTable, IngestTableView
@@ -33,6 +42,8 @@ CDRS = Counter("cdr_ingest_cdrs_total", "CDRs appended to operator chains", ["op
 DUPLICATES = Counter("cdr_ingest_duplicates_total", "Redelivered DLRs dropped by dedup", ["operator_id"])
 DEAD_LETTERS = Counter("cdr_ingest_dead_letters_total", "DLRs sent to the dead-letter topic", ["reason"])
 BATCH_SECONDS = Histogram("cdr_ingest_batch_seconds", "Time to apply and emit one batch record")
+ADJUSTMENTS = Counter("cdr_ingest_adjustments_total", "Adjustment requests reaching the chain",
+                      ["kind", "outcome"])
 
 # DLRs applied between two returns to the event loop (~2-3 ms of pure Python here). A whole batch
 # record (up to 1,000 DLRs) at once holds the loop for 10-100 ms, and a store agent in the same
@@ -54,6 +65,12 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                                        partitions=settings.partitions, key_type=str))
     view = IngestTableView(table, app)
     resume_from_table(app, dlr_topic.get_topic_name(), view.resume_offset)
+    if settings.adjustment_enabled:
+        from cdr_mediation.agents import adjustment_forwarder
+
+        adjustment_forwarder.register(app, settings, dlr_topic, raw_topic)
+    else:
+        log.warning("adjustment forwarder not started: CDR_ADJUSTMENT_ENABLED=false")
 
     @app.agent(dlr_topic, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -65,6 +82,9 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                 state = view.state(operator_id)
                 if offset <= state.applied_offset:
                     BATCHES.labels(outcome="already_applied").inc()
+                    continue
+                if is_adjustment_record(event.value):
+                    await _adjust(view, state, event, operator_id, cdr_topic, dlq_topic)
                     continue
                 try:
                     batch = decode_dlr_batch(event.value)
@@ -102,6 +122,39 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                 DUPLICATES.labels(operator_id=operator_id).inc(outcome.duplicates)
             for dead in outcome.dead_letters:
                 DEAD_LETTERS.labels(reason=dead.reason_code).inc()
+
+
+async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_topic, dlq_topic) -> None:
+    """One adjustment request in the DLR log (`domain.ingest.apply_adjustment`): the same order
+    of effects as a batch — emit, write the table entries, wait for both, then the state."""
+    offset, partition = event.message.offset, event.message.partition
+    try:
+        request = decode_adjustment(event.value)
+        kind = request.kind.value
+    except AdjustmentRefused as exc:
+        request, kind = exc, "unknown"
+    outcome = apply_adjustment(state, request, event.value, offset, view.lookup(partition))
+    futures = []
+    if outcome.linked is not None:
+        value = encode_adjustment_entry(outcome.entry, outcome.linked.record_hash, dict(outcome.supersedes))
+        futures.append(await cdr_topic.send(key=operator_id.encode(), value=value, force=True))
+    if outcome.refused is not None:
+        dead = outcome.refused
+        record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
+        futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
+                                            headers=record.headers(), force=True))
+    futures += await view.write_entries(partition, outcome.table_writes)
+    await _send_all(futures)
+    await view.write_state(operator_id, outcome.new_state, partition)
+    result = "applied" if outcome.linked else "duplicate" if outcome.duplicate else "refused"
+    ADJUSTMENTS.labels(kind=kind, outcome=result).inc()
+    BATCHES.labels(outcome="adjustment").inc()
+    if outcome.linked is not None:
+        CDRS.labels(operator_id=operator_id).inc()
+    if outcome.refused is not None:
+        DEAD_LETTERS.labels(reason=outcome.refused.reason_code).inc()
+        log.warning("adjustment refused", extra={"operator_id": operator_id, "reason": outcome.refused.reason_code,
+                                                 "detail": outcome.refused.detail, "offset": offset})
 
 
 async def _send_all(futures) -> None:

@@ -1,8 +1,11 @@
 """Record formats on the Kafka topics (DESIGN.md §10: the unit that flows is a batch).
 
 - `dlr.v1`: one record = an ordered batch of one operator's DLRs, each kept as the exact bytes
-  upstream sent (so a dead letter raised later still carries the original bytes).
-- `cdr.v1`: one record = an ordered run of one operator's chain entries with their hashes.
+  upstream sent (so a dead letter raised later still carries the original bytes), or one
+  adjustment request (`adjustment.v1`, copied there from the adjustment topic by the forwarder).
+- `cdr.adjustment.v1`: one record = one adjustment request (`adjustment.v1`), from the outbox.
+- `cdr.v1`: one record = an ordered run of one operator's chain entries with their hashes; an
+  adjustment's entry also carries ``supersedes``, the version it replaces (for the rollups).
 - `dlr.dlq.v1`: one record = one rejected input: value = the original bytes, the reason in headers.
 - `rollup.closed.v1` / `day.closed.v1`: one record = one closed hour (or correction) / one closed
   operator day, as JSON with a `format` member.
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from cdr_mediation.domain.adjustment import ADJUSTMENT_FORMAT, AdjustmentRefused, AdjustmentRequest, RefusalCode
 from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.rollup import ClockTick, RollupClosed
@@ -55,11 +59,43 @@ def decode_dlr_batch(value: bytes) -> list[bytes]:
         raise UndecodableRecord(f"not a {DLR_BATCH_FORMAT} record: {exc}") from exc
 
 
+# How a DLR batch record begins (orjson keeps "format" first): tells it from an adjustment
+# without parsing a batch of up to a megabyte twice.
+DLR_BATCH_PREFIX = b'{"format":"dlr-batch.v1"'
+
+
+def encode_adjustment(request: AdjustmentRequest) -> bytes:
+    return orjson.dumps({"format": ADJUSTMENT_FORMAT, "request": request.to_dict()})
+
+
+def is_adjustment_record(value: bytes) -> bool:
+    return not value.startswith(DLR_BATCH_PREFIX) and value.startswith(b'{"format":"adjustment.v1"')
+
+
+def decode_adjustment(value: bytes) -> AdjustmentRequest:
+    """An adjustment.v1 record → a validated request; AdjustmentRefused (invalid_adjustment)
+    for anything else, so the caller dead-letters it with its bytes and the reason."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise AdjustmentRefused(RefusalCode.INVALID_REQUEST, f"not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != ADJUSTMENT_FORMAT or set(document) != {
+            "format", "request"}:
+        raise AdjustmentRefused(RefusalCode.INVALID_REQUEST, f"not an {ADJUSTMENT_FORMAT} record")
+    return AdjustmentRequest.from_dict(document["request"])
+
+
 def encode_cdr_batch(entries: Sequence[tuple[Cdr, str]]) -> bytes:
     return orjson.dumps({
         "format": CDR_BATCH_FORMAT,
         "entries": [{"entry": cdr.to_entry(), "record_hash": record_hash} for cdr, record_hash in entries],
     })
+
+
+def encode_adjustment_entry(entry: dict, record_hash: str, supersedes: dict) -> bytes:
+    """The cdr-batch record of one adjustment entry, with the version it supersedes."""
+    return orjson.dumps({"format": CDR_BATCH_FORMAT,
+                         "entries": [{"entry": entry, "record_hash": record_hash, "supersedes": supersedes}]})
 
 
 def encode_cdr_records(entries: Sequence[tuple[dict, str]], max_bytes: int = MAX_CDR_RECORD_BYTES) -> list[bytes]:
@@ -88,8 +124,21 @@ def decode_cdr_batch(value: bytes) -> list[tuple[Cdr, str]]:
         raise UndecodableRecord(f"not a {CDR_BATCH_FORMAT} record: {exc}") from exc
 
 
-def decode_cdr_entries(value: bytes) -> list[tuple[dict, str]]:
-    """The (entry, record_hash) pairs of a cdr-batch record, entries as the JSON objects they are.
+def _check_entry(entry) -> None:
+    if type(entry) is not dict:
+        raise TypeError("entry is not a JSON object")
+    keys = entry.keys()
+    if keys != _ENTRY_KEYS and not _REQUIRED_ENTRY_KEYS <= keys <= _ENTRY_KEYS:
+        raise TypeError(f"entry members differ from a CDR's: {sorted(keys ^ _ENTRY_KEYS)[:5]}")
+    if entry["record_type"] not in _RECORD_TYPES:
+        raise ValueError(f"{entry['record_type']!r} is not a valid RecordType")
+    if entry["status"] not in _STATUSES:
+        raise ValueError(f"{entry['status']!r} is not a valid DlrStatus")
+
+
+def decode_cdr_entries(value: bytes) -> list[tuple]:
+    """The (entry, record_hash) pairs of a cdr-batch record, entries as the JSON objects they are;
+    an adjustment comes as (entry, record_hash, supersedes).
 
     Accepts and refuses exactly the records `decode_cdr_batch` does — same member names (the
     adjustment references may be absent), a known `record_type` and `status` — without building
@@ -102,16 +151,13 @@ def decode_cdr_entries(value: bytes) -> list[tuple[dict, str]]:
         pairs = []
         for item in document["entries"]:
             entry = item["entry"]
-            if type(entry) is not dict:
-                raise TypeError("entry is not a JSON object")
-            keys = entry.keys()
-            if keys != _ENTRY_KEYS and not _REQUIRED_ENTRY_KEYS <= keys <= _ENTRY_KEYS:
-                raise TypeError(f"entry members differ from a CDR's: {sorted(keys ^ _ENTRY_KEYS)[:5]}")
-            if entry["record_type"] not in _RECORD_TYPES:
-                raise ValueError(f"{entry['record_type']!r} is not a valid RecordType")
-            if entry["status"] not in _STATUSES:
-                raise ValueError(f"{entry['status']!r} is not a valid DlrStatus")
-            pairs.append((entry, item["record_hash"]))
+            _check_entry(entry)
+            supersedes = item.get("supersedes")
+            if supersedes is None:
+                pairs.append((entry, item["record_hash"]))  # an adjustment without it: the rollup refuses
+            else:
+                _check_entry(supersedes)
+                pairs.append((entry, item["record_hash"], supersedes))
         return pairs
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, UndecodableRecord):

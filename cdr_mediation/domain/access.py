@@ -32,6 +32,8 @@ ACCESS: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/metrics"): frozenset({Role.ADMIN, Role.AUDITOR}),
     ("GET", "/v1/rollups"): READERS,
     ("GET", "/v1/cdrs/{cdr_id}/proof"): READERS,
+    ("POST", "/v1/adjustments"): frozenset({Role.ADMIN}),
+    ("GET", "/v1/adjustments/{adjustment_id}"): frozenset({Role.ADMIN, Role.AUDITOR}),
 }
 
 

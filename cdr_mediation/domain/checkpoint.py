@@ -2,8 +2,9 @@
 
 It states, for one operator's file: which records it holds (count, first/last `chain_seq`, the
 RFC 6962 Merkle root over their `record_hash` values in chain order), where the chain stood at
-its last record (`head_chain_seq`, `head_hash`), their totals (the same figures as the hourly
-rollups, so file and rollups reconcile), the file's identity (name, sequence number, cut-off
+its last record (`head_chain_seq`, `head_hash`), their totals (counts of its original CDRs and
+its adjustments, and the amounts it charges — what its TAP audit totals say; without
+adjustments the same figures as the hourly rollups, docs/adjustments.md §4), the file's identity (name, sequence number, cut-off
 time) and the SHA-256 of the data file inside the ZIP. Its bytes are the RFC 8785 (JCS)
 serialisation of `to_dict()`: any implementation can rebuild and check them.
 
@@ -112,7 +113,11 @@ class CheckpointBuilder:
             self._amount += entry["amount_minor"]
             self._tax += entry["tax_minor"]
         elif entry["record_type"] in self._adjustments:
+            # Amounts are what the file charges (its TAP audit totals): a CORRECT charges its
+            # corrected amount, a VOID carries zero (docs/adjustments.md §4).
             self._adjustments[entry["record_type"]] += 1
+            self._amount += entry["amount_minor"]
+            self._tax += entry["tax_minor"]
         else:
             raise CheckpointError(f"chain_seq {seq}: unknown record_type {entry['record_type']!r}")
         if self._first is None:

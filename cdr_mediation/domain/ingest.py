@@ -50,11 +50,14 @@ two tables a crash can keep a state write and lose the dedup writes before it, a
 redelivery of those DLRs would be accepted twice. Offsets are only comparable within one
 partition: the DLR topic's partition count must never change under live state.
 
-Extension point — adjustments (VOID/CORRECT, not implemented yet): they are chain entries too, so
-they must reach the agent in the same ordered per-operator log as the DLRs (a batch record kind
-on the same partition) to keep one ``applied_offset`` and a chain order fixed by the log. An
-``apply_adjustment_batch`` will validate them, build unlinked entries and append them with
-`_ChainWriter` exactly as below.
+Adjustments (VOID/CORRECT, `domain/adjustment.py`) are chain entries too, so they reach the
+agent in the same ordered per-operator log as the DLRs: the adjustment forwarder copies each
+request from the adjustment topic into the DLR topic partition of its operator
+(`agents/adjustment_forwarder.py`). One log fixes one chain order — a replay of the DLR topic
+reproduces the adjustments at the same places — and one ``applied_offset`` guards both kinds.
+`apply_adjustment` follows the same rules as a batch: its table entries (the request under
+`applied_adjustment_key`, the adjusted original under `adjusted_key`) carry the record's offset
+and count only once a state records it; the caller emits, writes the entries, then the state.
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ import dataclasses
 import enum
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from cdr_mediation.domain.adjustment import (
+    AdjustedRecord,
+    AdjustmentRefused,
+    AdjustmentRequest,
+    OriginalRecord,
+    RefusalCode,
+    adjusted_after,
+    adjustment_entry,
+    check_against_chain,
+)
 from cdr_mediation.domain.cdr import GENESIS_PREV_HASH, Cdr
 from cdr_mediation.domain.chain import ChainHead, entry_and_hash, link, next_position
 from cdr_mediation.domain.dlr import Dlr, InvalidDlr, parse_dlr
@@ -112,12 +125,15 @@ class DedupEntry:
     cdr_id: str
     chain_seq: int
     fingerprint: str  # Dlr.fingerprint(): tells a redelivery from a reused dlr_id
+    # The CDR's record_hash: an adjustment names the version it supersedes by its hash, and this
+    # is the chain's own word for the original's (None in entries written before it was kept).
+    record_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # One per accepted DLR: field order as `dataclasses.asdict` (the same JSON bytes, which
         # are the table's changelog values), without its recursive deep copy.
         return {"source_offset": self.source_offset, "cdr_id": self.cdr_id, "chain_seq": self.chain_seq,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "record_hash": self.record_hash}
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> "DedupEntry":
@@ -273,11 +289,11 @@ class BatchStep:
                 continue
 
             try:
-                cdr, _ = writer.append_projection(dlr, pricing)
+                cdr, digest = writer.append_projection(dlr, pricing)
             except NoPrice as exc:
                 self._reject(index, raw, exc.reason_code, exc.detail)
                 continue
-            accepted[dlr.dlr_id] = DedupEntry(offset, cdr.cdr_id, cdr.chain_seq, fingerprint)
+            accepted[dlr.dlr_id] = DedupEntry(offset, cdr.cdr_id, cdr.chain_seq, fingerprint, digest)
         self.next_index += len(raws)
 
     def outcome(self) -> BatchOutcome:
@@ -291,3 +307,98 @@ class BatchStep:
             duplicates=self.duplicates,
             entries=tuple(self.writer.entries),
         )
+
+
+# --- adjustments --------------------------------------------------------------------------------
+
+def applied_adjustment_key(operator_id: str, adjustment_id: str) -> str:
+    """Table key of a request the chain has seen (applied or refused). Cannot meet a dedup key:
+    those begin with an operator id, which has no ':'."""
+    return f"adj:{operator_id}/{adjustment_id}"
+
+
+def adjusted_key(operator_id: str, cdr_id: str) -> str:
+    """Table key of an original CDR that has been adjusted (`AdjustedRecord`)."""
+    return f"adjusted:{operator_id}/{cdr_id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdjustmentOutcome:
+    new_state: OperatorIngestState
+    linked: LinkedCdr | None = None  # the chain entry, when applied
+    entry: dict[str, Any] | None = None  # linked.cdr.to_entry(), as hashed
+    supersedes: Mapping[str, Any] | None = None  # the version it replaces (rollups net it out)
+    table_writes: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # full keys
+    refused: DeadLetter | None = None
+    duplicate: bool = False
+    already_applied: bool = False
+
+
+def apply_adjustment(
+    state: OperatorIngestState,
+    request: AdjustmentRequest | AdjustmentRefused,
+    original_bytes: bytes,
+    offset: int,
+    lookup: Callable[[str], Mapping[str, Any] | None],
+) -> AdjustmentOutcome:
+    """Apply one adjustment record of `state.operator_id` found at `offset` of the DLR topic.
+
+    `request` is the decoded request, or the refusal its decoding raised (then it is dead-lettered
+    with `original_bytes`). `lookup(key)` reads the ingest table by full key (dedup entries,
+    `applied_adjustment_key`, `adjusted_key`). Pure; the caller's duties are those of
+    `apply_batch`: emit (the entry with `supersedes`, or the dead letter), write `table_writes`,
+    then write `new_state`.
+    """
+    if offset <= state.applied_offset:
+        return AdjustmentOutcome(state, already_applied=True)
+    operator_id, applied_offset = state.operator_id, state.applied_offset
+    done = OperatorIngestState(operator_id, state.chain_seq, state.head_hash, offset)
+
+    def recorded(key: str) -> Mapping[str, Any] | None:
+        value = lookup(key)
+        return value if value is not None and value["source_offset"] <= applied_offset else None
+
+    def refused(code: str, detail: str, writes: Mapping[str, dict[str, Any]] | None = None) -> AdjustmentOutcome:
+        letter = DeadLetter(bytes(original_bytes), code, detail, operator_id, offset, 0)
+        return AdjustmentOutcome(done, table_writes=dict(writes or {}), refused=letter)
+
+    if isinstance(request, AdjustmentRefused):
+        return refused(request.code.value, request.message)
+    if request.operator_id != operator_id:
+        return refused(IngestReason.OPERATOR_MISMATCH.value,
+                       f"adjustment of operator {request.operator_id!r} in the log of operator {operator_id!r}")
+    request_key = applied_adjustment_key(operator_id, request.adjustment_id)
+    fingerprint = request.fingerprint()
+    seen = recorded(request_key)
+    if seen is not None:
+        if seen["fingerprint"] == fingerprint:
+            return AdjustmentOutcome(done, duplicate=True)  # the forwarder delivered it again
+        return refused(RefusalCode.ADJUSTMENT_ID_REUSED.value,
+                       f"adjustment_id {request.adjustment_id} was already used for another request")
+
+    original_entry = recorded(dedup_key(operator_id, request.current["dlr_id"]))
+    original = None if original_entry is None else OriginalRecord(
+        original_entry["cdr_id"], original_entry["chain_seq"], original_entry.get("record_hash"))
+    target_key = adjusted_key(operator_id, request.ref_cdr_id)
+    adjusted_value = recorded(target_key)
+    adjusted = None if adjusted_value is None else AdjustedRecord.from_dict(adjusted_value)
+    try:
+        check_against_chain(request, original, adjusted)
+    except AdjustmentRefused as exc:
+        # Remembered as seen, so a redelivery is a duplicate, not a second dead letter.
+        seen_refused = DedupEntry(offset, "", 0, fingerprint, None)
+        return refused(exc.code.value, exc.message, {request_key: seen_refused.to_dict()})
+
+    writer = _ChainWriter(state.head)
+    linked = writer.append(adjustment_entry(request))
+    cdr, digest = linked
+    return AdjustmentOutcome(
+        new_state=OperatorIngestState(operator_id, cdr.chain_seq, digest, offset),
+        linked=linked,
+        entry=writer.entries[0],
+        supersedes=dict(request.current),
+        table_writes={
+            request_key: DedupEntry(offset, cdr.cdr_id, cdr.chain_seq, fingerprint, digest).to_dict(),
+            target_key: adjusted_after(request, offset, cdr.chain_seq, digest).to_dict(),
+        },
+    )

@@ -205,10 +205,11 @@ def grace_milliseconds(grace: dt.timedelta) -> int:
 class HourRollup:
     """Totals of one operator's entries whose ``done_at`` falls in one hour.
 
-    Only ORIGINAL records (``record_type == "CDR"``) feed `counts` (by status, all five keys
-    always present), `records`, `billable_records`, `billable_segments` (segments of billable
-    records), `amount_minor` and `tax_minor` (sums, minor units of `currency`). Adjustments (VOID,
-    CORRECT) are counted separately in `adjustments` and are not netted into those totals yet.
+    `counts` (by status, all five keys always present), `records`, `billable_records`,
+    `billable_segments` (segments of billable records), `amount_minor` and `tax_minor` (sums,
+    minor units of `currency`) describe the records in force: an original CDR adds its values, a
+    VOID takes out the version it supersedes, a CORRECT replaces it (docs/adjustments.md).
+    `adjustments` counts the VOID and CORRECT entries.
     `first_chain_seq` / `last_chain_seq` are the smallest / largest chain_seq of all entries in
     the hour (originals and adjustments; not necessarily contiguous), None for an empty hour.
     A correction revision holds the same fields for its late entries only (a delta).
@@ -442,7 +443,8 @@ class RollupDifference:
                 "found": self.found}
 
 
-Item = Union[tuple[Mapping[str, Any], str], ClockTick]
+# (entry, record_hash), (entry, record_hash, supersedes) for an adjustment, or a clock tick.
+Item = Union[tuple[Mapping[str, Any], str], tuple[Mapping[str, Any], str, Mapping[str, Any]], ClockTick]
 
 
 # --- the streaming step -------------------------------------------------------------------------
@@ -484,6 +486,50 @@ def _bad_entry(seq: int, detail: str) -> InvalidRollupInput:
     return InvalidRollupInput(f"entry chain_seq {seq}: {detail}")
 
 
+def _contribution(entry: Mapping[str, Any], seq: int) -> tuple[int, int, int, int, int]:
+    """(status index, billable 0/1, billable segments, amount, tax) a record version adds."""
+    index = _STATUS_INDEX.get(entry["status"])
+    segments, amount, tax, billable = entry["segments"], entry["amount_minor"], entry["tax_minor"], entry["billable"]
+    if index is None:
+        raise _bad_entry(seq, f"unknown status {entry['status']!r}")
+    if type(segments) is not int or type(amount) is not int or type(tax) is not int or type(billable) is not bool:
+        raise _bad_entry(seq, "segments, amount_minor, tax_minor and billable must be integers and a boolean")
+    return index, int(billable), segments if billable else 0, amount, tax
+
+
+def _net_adjustment(acc: "_Acc", entry: Mapping[str, Any], supersedes: Mapping[str, Any] | None, seq: int) -> None:
+    """An adjustment nets into its hour (docs/adjustments.md): the version it supersedes comes
+    out — a VOID leaves nothing in its place, a CORRECT puts the corrected version in. `records`
+    and the counts by status therefore count records in force; `adjustments` counts the entries.
+    Every version of a record has the same ``done_at`` (a correction cannot move it), so the
+    netting stays in one hour; in a closed hour it is a correction delta, with negative values
+    where the delta takes something out."""
+    if supersedes is None:
+        raise _bad_entry(seq, f"a {entry['record_type']} entry must carry the version it supersedes")
+    if supersedes["done_at"] != entry["done_at"] or supersedes["operator_id"] != entry["operator_id"]:
+        raise _bad_entry(seq, "an adjustment and the version it supersedes differ in done_at or operator")
+    if supersedes["currency"] != entry["currency"]:
+        raise _bad_entry(seq, "an adjustment and the version it supersedes differ in currency")
+    index, billable, segments, amount, tax = _contribution(supersedes, seq)
+    acc.counts[index] -= 1
+    acc.records -= 1
+    acc.billable_records -= billable
+    acc.billable_segments -= segments
+    acc.amount -= amount
+    acc.tax -= tax
+    if entry["record_type"] == "CORRECT":
+        index, billable, segments, amount, tax = _contribution(entry, seq)
+        acc.counts[index] += 1
+        acc.records += 1
+        acc.billable_records += billable
+        acc.billable_segments += segments
+        acc.amount += amount
+        acc.tax += tax
+        acc.adjustments[1] += 1
+    else:
+        acc.adjustments[0] += 1
+
+
 class _Run:
     """One `apply_entries` call: the state unpacked into mutable fields."""
 
@@ -510,7 +556,7 @@ class _Run:
         self.duplicates = self.late = self.applied = 0
 
     # The hot path: one entry. Everything but the accumulation is attribute reads and compares.
-    def entry(self, entry: Mapping[str, Any], digest: str) -> None:
+    def entry(self, entry: Mapping[str, Any], digest: str, supersedes: Mapping[str, Any] | None = None) -> None:
         seq = entry["chain_seq"]
         last_seq = self.last_seq
         if type(seq) is not int or seq < 1:
@@ -570,10 +616,8 @@ class _Run:
                 raise _bad_entry(seq, f"billable {billable!r} is not a boolean")
             acc.amount += amount
             acc.tax += tax
-        elif record_type == "VOID":
-            acc.adjustments[0] += 1
-        elif record_type == "CORRECT":
-            acc.adjustments[1] += 1
+        elif record_type == "VOID" or record_type == "CORRECT":
+            _net_adjustment(acc, entry, supersedes, seq)
         else:
             raise _bad_entry(seq, f"unknown record_type {record_type!r}")
         if acc.first is None:
@@ -794,6 +838,7 @@ def recompute_rollups(
             raise InvalidRollupInput(f"two different entries with chain_seq {row['chain_seq']}")
 
     totals: dict[str, dict[str, Any]] = {}
+    in_force: dict[str, Mapping[str, Any]] = {}  # original cdr_id -> its version in force
     latest: dt.datetime | None = None
     for seq in sorted(by_seq):
         row = by_seq[seq]
@@ -807,15 +852,29 @@ def recompute_rollups(
             "amount_minor": 0, "tax_minor": 0, "seqs": [], "adjustments": dict.fromkeys(ADJUSTMENT_TYPES, 0),
         })
         total["seqs"].append(seq)
+
+        def count(version: Mapping[str, Any], sign: int) -> None:
+            total["counts"][DlrStatus(version["status"]).value] += sign
+            total["records"] += sign
+            if version["billable"]:
+                total["billable_records"] += sign
+                total["billable_segments"] += sign * version["segments"]
+            total["amount_minor"] += sign * version["amount_minor"]
+            total["tax_minor"] += sign * version["tax_minor"]
+
         if row["record_type"] == ORIGINAL:
-            total["counts"][DlrStatus(row["status"]).value] += 1
-            total["records"] += 1
-            if row["billable"]:
-                total["billable_records"] += 1
-                total["billable_segments"] += row["segments"]
-            total["amount_minor"] += row["amount_minor"]
-            total["tax_minor"] += row["tax_minor"]
+            count(row, 1)
+            in_force[row["cdr_id"]] = row
         else:
+            # Netted (docs/adjustments.md): the version in force comes out, a correction goes in.
+            superseded = in_force.pop(row["ref_cdr_id"], None)
+            if superseded is None:
+                raise InvalidRollupInput(f"entry chain_seq {seq}: {row['record_type']} of {row['ref_cdr_id']}, "
+                                         "which is not in force among these entries")
+            count(superseded, -1)
+            if row["record_type"] == RecordType.CORRECT.value:
+                count(row, 1)
+                in_force[row["ref_cdr_id"]] = row
             total["adjustments"][RecordType(row["record_type"]).value] += 1
 
     start = _check_hour_start(start_hour) if start_hour is not None else (min(totals) if totals else None)

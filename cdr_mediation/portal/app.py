@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
 from cdr_mediation.portal import proofs
+from cdr_mediation.portal.adjustments import AdjustmentSettings
+from cdr_mediation.portal.adjustments import add_routes as add_adjustment_routes
 from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject, require_role
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
@@ -55,7 +57,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
-                  worker_urls: str | Sequence[str] = (), subject_of: SubjectOf = certificate_subject) -> web.Application:
+                  worker_urls: str | Sequence[str] = (), subject_of: SubjectOf = certificate_subject,
+                  adjustments: AdjustmentSettings | None = None) -> web.Application:
     """The API, served over mutual TLS (`portal/tls.py`): every request's role is checked
     (`portal/auth.py`, `domain/access.py`). `pg_dsn` / `worker_urls` (CDR_WORKER_URLS) feed
     `GET /v1/rollups` (rollups.py), `pg_dsn` the proofs (proofs.py). `subject_of` reads the
@@ -68,6 +71,7 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
     proofs.add_routes(app, pg_dsn=pg_dsn)
+    add_adjustment_routes(app, adjustments or AdjustmentSettings(enabled=False, topic="", pg_dsn=pg_dsn))
     return app
 
 

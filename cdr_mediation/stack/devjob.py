@@ -39,7 +39,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         print(f"cdrmed dev: {exc}", file=sys.stderr)
         return 1
     ports = {name: free_port() for name in ("portal", "portal_probe", "worker_web", "worker_metrics", "portal_metrics",
-                                            "generator_metrics", "bridge_metrics")}
+                                            "generator_metrics", "bridge_metrics", "relay_metrics")}
     base_env = {**os.environ, **stack.settings_env()}
     children = {
         # Every agent, the exporter included: a day closes at its end (UTC) plus the grace,
@@ -52,6 +52,8 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
                                                 "CDR_WORKER_URLS": f"http://127.0.0.1:{ports['worker_web']}",
                                                 "CDR_METRICS_PORT": str(ports["portal_metrics"])}),
         "bridge": _spawn("bridge", ["bridge"], {**base_env, "CDR_METRICS_PORT": str(ports["bridge_metrics"])}),
+        # Publishes the portal's adjustments (transactional outbox) to the adjustment topic.
+        "relay": _spawn("relay", ["outbox", "relay"], {**base_env, "CDR_METRICS_PORT": str(ports["relay_metrics"])}),
         # A new seed per run: the same seed would republish the same dlr_ids with new times.
         "generator": _spawn("generator", ["generate", "--rate", str(rate), "--seed", str(time.time_ns())],
                             {**base_env, "CDR_METRICS_PORT": str(ports["generator_metrics"])}),
@@ -75,7 +77,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
                                f"--key {pki}/client-regulator.key '{portal}/v1/rollups?operator=op-alpha"
                                f"&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z'"},
             "metrics": {name: f"http://127.0.0.1:{ports[name + '_metrics']}/metrics"
-                        for name in ("worker", "portal", "bridge", "generator")},
+                        for name in ("worker", "portal", "bridge", "generator", "relay")},
             "stop": "Ctrl-C (the stack stays up; `cdrmed stack down` stops it)",
         }), flush=True)
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -90,7 +92,7 @@ def run_dev_job(state_dir: Path, *, seconds: float | None, rate: float) -> int:
         print(f"cdrmed dev: {exc}", file=sys.stderr)
         exit_code = 1
     finally:
-        for name in ("generator", "bridge", "portal", "worker"):
+        for name in ("generator", "bridge", "relay", "portal", "worker"):
             child = children[name]
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

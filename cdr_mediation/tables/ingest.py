@@ -7,6 +7,9 @@ explains why two tables would not be safe). Keys:
 - `state:<operator_id>` → `OperatorIngestState` (chain head + last applied source offset)
 - `<operator_id>/<dlr_id>` → `DedupEntry` (`domain.ingest.dedup_key`; ':' never occurs in an
   operator id … and `state:` never in a dlr key because every dedup key contains '/')
+- `adj:<operator_id>/<adjustment_id>` → `DedupEntry` of an adjustment request the chain has seen,
+  `adjusted:<operator_id>/<cdr_id>` → `AdjustedRecord` of an adjusted original
+  (`domain.ingest.applied_adjustment_key`, `adjusted_key`)
 
 Keys and values are JSON (Faust's `json` codec for a `str`-typed key and an untyped value; the
 bytes are orjson's). The state, one value per batch, is written through the Faust table. The
@@ -102,21 +105,38 @@ class IngestTableView:
 
         return raw_lookup
 
+    def lookup(self, partition: int | None = None):
+        """`full key → value (JSON dict) | None`, for `domain.ingest.apply_adjustment`."""
+        db = self._partition_db(partition) if partition is not None else None
+        if db is None:
+            return lambda key: self.table.get(key)
+
+        def raw_lookup(key: str):
+            raw = db.get(_json(key))
+            return orjson.loads(raw) if raw is not None else None
+
+        return raw_lookup
+
     async def write_dedup(self, operator_id: str, partition: int | None,
                           dedup_writes: Mapping[str, DedupEntry]) -> list:
         """Write the dedup entries locally and send them to the changelog; returns the futures
         of their Kafka acknowledgements (the caller awaits them before `write_state`)."""
-        if not dedup_writes:
+        return await self.write_entries(partition, {dedup_key(operator_id, dlr_id): entry.to_dict()
+                                                    for dlr_id, entry in dedup_writes.items()})
+
+    async def write_entries(self, partition: int | None, writes: Mapping[str, dict]) -> list:
+        """`write_dedup` for entries under full keys (dedup entries, and the adjustment entries
+        of `domain.ingest.apply_adjustment`)."""
+        if not writes:
             return []
         db = self._partition_db(partition) if partition is not None else None
         if db is None:
-            for dlr_id, entry in dedup_writes.items():
-                self.table[dedup_key(operator_id, dlr_id)] = entry.to_dict()
+            for key, value in writes.items():
+                self.table[key] = value
             return []
         from rocksdict import WriteBatch
 
-        records = [(_json(dedup_key(operator_id, dlr_id)), _json(entry.to_dict()))
-                   for dlr_id, entry in dedup_writes.items()]
+        records = [(_json(key), _json(value)) for key, value in writes.items()]
         local = WriteBatch(raw_mode=True)
         for key, value in records:
             local.put(key, value)

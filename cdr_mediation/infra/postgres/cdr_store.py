@@ -94,7 +94,8 @@ async def append_cdrs(conn, batch: Sequence[tuple[Cdr, str]]) -> int:
 async def append_entries(conn, batch: Sequence[tuple[Mapping, str]]) -> int:
     """Append (entry, record_hash) pairs — entries as decoded from a cdr-batch record
     (`codecs.records.decode_cdr_entries`) — in one transaction; returns how many rows were new."""
-    return await append_rows(conn, [entry_row(e, h) for e, h in batch])
+    # An adjustment's item is (entry, record_hash, supersedes): only the entry is stored.
+    return await append_rows(conn, [entry_row(item[0], item[1]) for item in batch])
 
 
 async def append_rows(conn, rows: Sequence[Sequence]) -> int:
@@ -180,7 +181,7 @@ async def iter_day_entries(conn, operator_id: str, start: dt.datetime, end: dt.d
 
 
 async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.datetime, *, through_seq: int,
-                        page: int = 10_000) -> AsyncIterator[asyncpg.Record]:
+                        page: int = 10_000, columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
     """An operator's stored rows (`COLUMNS`) with `start <= done_at < end` and `chain_seq <=
     through_seq`, in chain order, paged by chain_seq over the primary key (bounded memory for a
     day of tens of millions). The day's chain_seq range comes from the (operator_id, done_at)
@@ -194,7 +195,7 @@ async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.date
     if bounds["lo"] is None or bounds["lo"] > through_seq:
         return
     last_seq = min(bounds["hi"], through_seq)
-    query = (f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
+    query = (f"SELECT {', '.join(columns)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
              "AND done_at >= $4 AND done_at < $5 ORDER BY chain_seq LIMIT $6")
 
     def fetch(from_seq: int) -> asyncio.Future:
@@ -216,21 +217,33 @@ async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.date
                 await pending
 
 
-async def iter_day_record_hashes(conn, operator_id: str, start: dt.datetime, end: dt.datetime, *, from_seq: int,
-                                 through_seq: int, page: int = 20_000) -> AsyncIterator[tuple[int, str]]:
-    """(chain_seq, record_hash) of the rows `iter_day_entries` reads for the same day and head, from
-    `from_seq` (the file's first chain_seq), in chain order: the leaves of the file's Merkle tree
-    without the entries (two narrow columns; a page is ~2 MB, and its hashing holds the caller's
-    event loop ~0.1 s)."""
-    next_seq = from_seq
-    while next_seq <= through_seq:
-        rows = await conn.fetch(
-            "SELECT chain_seq, record_hash FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
-            "AND done_at >= $4 AND done_at < $5 ORDER BY chain_seq LIMIT $6",
-            operator_id, next_seq, through_seq, start, end, page,
-        )
+async def iter_scope_rows(conn, scope, *, page: int = 10_000,
+                          columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
+    """The stored rows of an export file (`domain.file_scope.FileScope`), in chain order, paged.
+
+    The first file of an operator carries nothing: `iter_day_rows`. Later files read one range
+    of the primary key — from the lower of the day's first chain_seq and the previous close's
+    head, to this close's head — filtered by the two rules of the scope."""
+    start = dt.datetime.fromisoformat(scope.day).replace(tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(days=1)
+    if not scope.carried_days or scope.after_seq >= scope.through_seq:
+        async for row in iter_day_rows(conn, scope.operator_id, start, end, through_seq=scope.through_seq, page=page,
+                                       columns=columns):
+            yield row
+        return
+    day_lo = await conn.fetchval("SELECT min(chain_seq) FROM cdr WHERE operator_id = $1 AND done_at >= $2 "
+                                 "AND done_at < $3", scope.operator_id, start, end)
+    next_seq = min(day_lo if day_lo is not None else scope.after_seq + 1, scope.after_seq + 1)
+    days = [dt.date.fromisoformat(day) for day in scope.carried_days]
+    query = (f"SELECT {', '.join(columns)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
+             "AND ((done_at >= $4 AND done_at < $5) "
+             "     OR (chain_seq > $6 AND (done_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))) "
+             "ORDER BY chain_seq LIMIT $8")
+    while next_seq <= scope.through_seq:
+        rows = await conn.fetch(query, scope.operator_id, next_seq, scope.through_seq, start, end,
+                                scope.after_seq, days, page)
         for row in rows:
-            yield row["chain_seq"], row["record_hash"]
+            yield row
         if len(rows) < page:
             return
         next_seq = rows[-1]["chain_seq"] + 1

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import asyncpg
 
 from cdr_mediation.domain.day_close import DayClosed
+from cdr_mediation.domain.file_scope import FileScope, file_scope
 from cdr_mediation.domain.audit import EXPORT_TRANSITION, SYSTEM_ROLE
 from cdr_mediation.domain.export_lifecycle import ExportEvent, ExportState, next_state
 from cdr_mediation.infra.postgres.audit_store import append_audit, new_request_id
@@ -209,3 +210,19 @@ async def archived_objects(conn, operator_id: str, day: str) -> list[dict[str, A
                             "FROM export_archive WHERE operator_id = $1 AND day = $2 ORDER BY archived_at, object_key",
                             operator_id, dt.date.fromisoformat(day))
     return [dict(r) for r in rows]
+
+
+async def earlier_closes(conn, operator_id: str, day_sequence: int) -> dict[int, tuple[str, int]]:
+    """day_sequence → (day, chain_head_seq) of the operator's files before `day_sequence`
+    (`domain.file_scope.file_scope`)."""
+    rows = await conn.fetch(
+        "SELECT day_sequence, day, (day_closed->>'chain_head_seq')::bigint AS head FROM export_file "
+        "WHERE operator_id = $1 AND day_sequence < $2", operator_id, day_sequence)
+    return {row["day_sequence"]: (row["day"].isoformat(), row["head"]) for row in rows}
+
+
+async def stored_file_scope(conn, closed: DayClosed) -> FileScope:
+    """The scope of the file of `closed` from the operator's earlier files (ValueError when one
+    is unknown): `domain.file_scope`."""
+    earlier = await earlier_closes(conn, closed.operator_id, closed.day_sequence)
+    return file_scope(closed.operator_id, closed.day, closed.day_sequence, closed.chain_head_seq, earlier)

@@ -28,12 +28,11 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from cdr_mediation.domain.checkpoint import Checkpoint
 from cdr_mediation.domain.day_close import DayClosed
-from cdr_mediation.domain.export_config import day_cut_off
 from cdr_mediation.domain.inclusion_proof import InclusionProof, ProofError, build_proof, provable_generation
 from cdr_mediation.domain.merkle import StreamingInclusionProof
 from cdr_mediation.infra.cms_verify import VerificationError, public_key_id, verify_checkpoint
-from cdr_mediation.infra.postgres.cdr_store import fetch_entry, iter_day_record_hashes
-from cdr_mediation.infra.postgres.export_store import history
+from cdr_mediation.infra.postgres.cdr_store import fetch_entry, iter_scope_rows
+from cdr_mediation.infra.postgres.export_store import history, stored_file_scope
 
 MAX_CHAIN = 8  # certificates from the signer up; real chains have 2–4
 
@@ -72,8 +71,16 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
                                                    "so no file holds this CDR")
     closed = DayClosed.from_dict(json.loads(export["day_closed"]))
     if seq > closed.chain_head_seq:
-        raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
-                                                  f"{closed.chain_head_seq}: {export['file_name']} does not hold it")
+        # It reached the chain after its day's file closed (a late entry, an adjustment): the
+        # next file to close carries it (domain/file_scope.py).
+        carrier = await conn.fetchrow(
+            "SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 "
+            "AND (day_closed->>'chain_head_seq')::bigint >= $2 ORDER BY day_sequence LIMIT 1", operator_id, seq)
+        if carrier is None:
+            raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
+                                                      f"{closed.chain_head_seq}: the next file to close will carry it")
+        export, closed = carrier, DayClosed.from_dict(json.loads(carrier["day_closed"]))
+        day = closed.day
     steps = await history(conn, operator_id, day)
     generation = provable_generation((step.event, step.detail) for step in steps)
     if generation is None:
@@ -105,15 +112,13 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
 
 async def _audit_path(conn, checkpoint: Checkpoint, closed: DayClosed, seq: int) -> tuple[int, list[str]]:
     """The entry's leaf index and audit path from the file's record hashes, read in one pass."""
-    cut_off = day_cut_off(closed.day)  # the file's rows: export_build.build_day_export's bounds
     if not checkpoint.record_count:
         raise EvidenceMismatch(f"{checkpoint.file_name} is signed as empty, yet chain_seq {seq} belongs in it")
     proof = StreamingInclusionProof(checkpoint.record_count)
     try:
-        async for chain_seq, record_hash in iter_day_record_hashes(
-                conn, checkpoint.operator_id, cut_off - dt.timedelta(days=1), cut_off,
-                from_seq=checkpoint.first_chain_seq, through_seq=min(checkpoint.last_chain_seq, closed.chain_head_seq)):
-            proof.add(record_hash, target=chain_seq == seq)
+        scope = await stored_file_scope(conn, closed)  # the file's rows, as the build reads them
+        async for row in iter_scope_rows(conn, scope, columns=("chain_seq", "record_hash"), page=20_000):
+            proof.add(row["record_hash"], target=row["chain_seq"] == seq)
         leaf_index, path, root = proof.finish()
     except ValueError as exc:  # more or fewer rows than the checkpoint counts, or the entry not among them
         raise EvidenceMismatch(f"{checkpoint.file_name}: the stored rows are not the signed file's: {exc}") from None

@@ -30,8 +30,8 @@ def _entries():
                for h, status in zip(range(9, 21), ["DELIVERED", "UNDELIVERED", "EXPIRED", "DELIVERED", "REJECTED",
                                                     "UNKNOWN", "DELIVERED", "DELIVERED", "EXPIRED", "DELIVERED",
                                                     "UNDELIVERED", "DELIVERED"])]
-    entries.append(chain.adjustment("VOID", entries[0][0]))
-    entries.append(chain.adjustment("CORRECT", entries[3][0]))
+    entries.append(chain.adjustment("VOID", entries[0][0])[:2])
+    entries.append(chain.adjustment("CORRECT", entries[3][0], amount_minor=1, tax_minor=0)[:2])
     return entries
 
 
@@ -54,17 +54,28 @@ def test_it_states_count_bounds_head_and_the_merkle_root_of_its_records() -> Non
     assert verify_inclusion(hashes[5], 5, checkpoint.record_count, inclusion_proof(hashes, 5), checkpoint.merkle_root)
 
 
-def test_its_totals_are_the_rollups_of_the_same_records() -> None:
-    entries = _entries()
+def test_without_adjustments_its_totals_are_the_rollups_of_the_same_records() -> None:
+    entries = _entries()[:-2]
     totals = _build(entries).totals
     hours = recompute_rollups([entry for entry, _ in entries]).values()
     assert totals["currency"] == "EUR"
     for field in ("records", "billable_records", "billable_segments", "amount_minor", "tax_minor"):
         assert totals[field] == sum(getattr(h, field) for h in hours), field
     assert totals["counts"] == {s: sum(h.counts[s] for h in hours) for s in totals["counts"]}
-    assert totals["adjustments"] == {"VOID": 1, "CORRECT": 1}
+    assert totals["adjustments"] == {"VOID": 0, "CORRECT": 0}
+
+
+def test_with_adjustments_amounts_are_what_the_file_charges_and_counts_are_its_originals() -> None:
+    """A file's amounts are the sums of its records' charges — what the TAP file's audit control
+    information states (a CORRECT charges its corrected amount, a VOID nothing) — while counts
+    describe its original CDRs and `adjustments` its VOID / CORRECT entries (docs/adjustments.md)."""
+    entries = _entries()
+    totals = _build(entries).totals
     originals = [e for e, _ in entries if e["record_type"] == "CDR"]
-    assert totals["amount_minor"] == sum(e["amount_minor"] for e in originals) > 0
+    assert totals["records"] == len(originals) == 12
+    assert totals["adjustments"] == {"VOID": 1, "CORRECT": 1}
+    assert totals["amount_minor"] == sum(e["amount_minor"] for e in originals) + 1 > 1
+    assert totals["tax_minor"] == sum(e["tax_minor"] for e in originals)
 
 
 def test_the_signed_bytes_are_rfc8785_and_round_trip() -> None:

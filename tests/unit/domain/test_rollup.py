@@ -23,6 +23,7 @@ from cdr_mediation.domain.pricing import PricingSnapshot, load_snapshot
 from cdr_mediation.domain.projection import cdr_id_for, project
 from cdr_mediation.domain.rollup import (
     ADJUSTMENT_TYPES,
+    CLOSED_BY_CORRECTION,
     DEFAULT_GRACE,
     STATUSES,
     ChainDiscontinuity,
@@ -63,6 +64,7 @@ class Chain:
         self.operator_id = operator_id
         self.head = ChainHead.genesis(operator_id)
         self.n = 0
+        self.in_force: dict[str, dict] = {}  # original cdr_id -> its version in force
 
     def cdr(self, done_at: str, status: str = "DELIVERED", segments: int = 1, tenant_id: str = "tenant-1",
             **changes: Any) -> tuple[dict, str]:
@@ -74,17 +76,24 @@ class Chain:
             submitted_at="2026-04-01T00:00:00.000Z", done_at=done_at,
         )
         unlinked = project(parse_dlr(json.dumps(doc).encode()), PRICING)
-        return self._link(dataclasses.replace(unlinked, **changes) if changes else unlinked)
+        entry, digest = self._link(dataclasses.replace(unlinked, **changes) if changes else unlinked)
+        self.in_force[entry["cdr_id"]] = entry
+        return entry, digest
 
-    def adjustment(self, kind: str, original: dict) -> tuple[dict, str]:
-        """A VOID / CORRECT of `original` (same done_at, so it lands in the original's hour)."""
+    def adjustment(self, kind: str, original: dict, **corrected: Any) -> tuple[dict, str, dict]:
+        """A VOID / CORRECT of `original`'s version in force (same done_at, so it lands in the
+        original's hour), as the ingest agent emits it: (entry, record_hash, supersedes)."""
         self.n += 1
-        values = {**original, "record_type": kind, "cdr_id": cdr_id_for(f"adj-{self.n}"),
+        supersedes = self.in_force.pop(original["cdr_id"])  # KeyError: voided (the ingest refuses)
+        values = {**supersedes, **corrected, "record_type": kind, "cdr_id": cdr_id_for(f"adj-{self.n}"),
                   "ref_cdr_id": original["cdr_id"], "ticket_ref": f"T-{self.n}", "actor": "admin",
                   "chain_seq": 0, "prev_hash": ""}
         if kind == "VOID":
-            values.update(amount_minor=0, tax_minor=0)
-        return self._link(Cdr.from_entry(values))
+            values.update(billable=False, amount_minor=0, tax_minor=0)
+        entry, digest = self._link(Cdr.from_entry(values))
+        if kind == "CORRECT":
+            self.in_force[original["cdr_id"]] = entry
+        return entry, digest, supersedes
 
     def _link(self, unlinked: Cdr) -> tuple[dict, str]:
         linked, digest = link(self.head, unlinked)
@@ -181,17 +190,42 @@ class TestWindows:
         assert (r.first_chain_seq, r.last_chain_seq) == (1, 6)
         assert dict(r.adjustments) == {"VOID": 0, "CORRECT": 0}
 
-    def test_adjustments_are_counted_apart_and_not_netted(self) -> None:
+    def test_a_correction_replaces_the_version_in_force_and_a_void_takes_it_out(self) -> None:
         chain = Chain()
         original = chain.cdr(at(10, 10), "DELIVERED", 2)
-        items = [original, chain.adjustment("VOID", original[0]), chain.adjustment("CORRECT", original[0]),
-                 chain.cdr(at(13))]
-        assert verify_chain(OP, [{**e, "record_hash": h} for e, h in items]).ok
+        other = chain.cdr(at(10, 20), "DELIVERED", 1)
+        correct = chain.adjustment("CORRECT", original[0], status="UNDELIVERED", amount_minor=3, tax_minor=1)
+        items = [original, other, correct, chain.adjustment("VOID", other[0]), chain.cdr(at(13))]
+        assert verify_chain(OP, [{**e, "record_hash": h} for e, h, *_ in items]).ok
         (close,) = run(items).closed
         r = close.rollup
-        assert (r.records, r.amount_minor, r.billable_segments) == (1, 10, 2)
+        # In force: the corrected first record only (UNDELIVERED, 3 + 1); `other` is voided.
+        assert (r.records, r.amount_minor, r.tax_minor, r.billable_segments) == (1, 3, 1, 2)
+        assert dict(r.counts) == {**dict.fromkeys(STATUSES, 0), "UNDELIVERED": 1}
         assert dict(r.adjustments) == {"VOID": 1, "CORRECT": 1}
-        assert (r.first_chain_seq, r.last_chain_seq) == (1, 3)
+        assert (r.first_chain_seq, r.last_chain_seq) == (1, 4)
+
+    def test_an_adjustment_of_a_closed_hour_is_a_delta_that_nets_it(self) -> None:
+        chain = Chain()
+        original = chain.cdr(at(10, 10), "DELIVERED", 2)
+        step = run([original, chain.cdr(at(16))])
+        assert step.closed[0].hour_start == hour(10) and step.closed[0].rollup.records == 1
+        void = chain.adjustment("VOID", original[0])
+        later = run([void, chain.cdr(at(20))], step.new_state)
+        (delta,) = [c for c in later.closed if c.revision == 1]
+        assert delta.hour_start == hour(10) and delta.closed_by == CLOSED_BY_CORRECTION
+        assert (delta.rollup.records, delta.rollup.amount_minor, delta.rollup.billable_records) == (
+            -1, -original[0]["amount_minor"], -1)
+        merged = merge([step.closed[0], delta])
+        assert (merged.records, merged.amount_minor, merged.tax_minor) == (0, 0, 0)
+        assert merged == recompute_rollups([original[0], void[0]])[hour(10)]
+
+    def test_an_adjustment_without_the_version_it_supersedes_is_refused(self) -> None:
+        chain = Chain()
+        original = chain.cdr(at(10, 10))
+        entry, digest, _ = chain.adjustment("VOID", original[0])
+        with pytest.raises(InvalidRollupInput, match="supersedes"):
+            run([original, (entry, digest)])
 
     def test_empty_hours_are_closed_explicitly_but_not_before_the_first_event(self) -> None:
         chain = Chain()
@@ -377,7 +411,7 @@ class TestLateData:
         more = run(later, step.new_state)
         assert [(c.hour_start, c.revision) for c in more.closed] == [(hour(8), 1), (hour(12), 0)]
         assert more.new_state.revisions == {hour(8): 1}
-        recomputed = recompute_rollups([e for e, _ in items + later], end_hour=more.new_state.closed_through)
+        recomputed = recompute_rollups([item[0] for item in items + later], end_hour=more.new_state.closed_through)
         assert list(recomputed) == [hour(h) for h in range(7, 13)]
         assert rollups_from_closes(step.closed + more.closed) == recomputed
 
@@ -528,7 +562,7 @@ class TestReconciliation:
         assert step.new_state.pending_corrections == {} and step.new_state.open_hours == {}
         assert any(c.revision > 0 for c in step.closed)
         entries = [e for e in items if not isinstance(e, ClockTick)]
-        recomputed = recompute_rollups([{**e, "record_hash": h} for e, h in entries],
+        recomputed = recompute_rollups([{**item[0], "record_hash": item[1]} for item in entries],
                                        end_hour=step.new_state.closed_through)
         assert rollups_from_closes(step.closed) == recomputed
         assert diff_rollups(recomputed, rollups_from_closes(step.closed)) == []
@@ -537,7 +571,7 @@ class TestReconciliation:
         chain = Chain()
         items = [chain.cdr(at(h, m)) for h in (8, 9, 11, 12, 14) for m in (5, 40)]
         step = run(items)
-        recomputed = recompute_rollups([e for e, _ in items], DEFAULT_GRACE)
+        recomputed = recompute_rollups([item[0] for item in items], DEFAULT_GRACE)
         assert list(recomputed) == [hour(h) for h in range(8, 12)]
         assert rollups_from_closes(step.closed) == recomputed
 
@@ -640,7 +674,8 @@ def build_stream(plan: list[tuple]) -> list:
             start = max(0, len(items) - op[1])
             items.extend(items[start:start + op[2]])
         elif op[0] == "void" and originals:
-            items.append(chain.adjustment("VOID", originals[op[1] % len(originals)]))
+            # Only a record in force can be voided (the ingest refuses a second VOID).
+            items.append(chain.adjustment("VOID", originals.pop(op[1] % len(originals))))
     return items
 
 
@@ -673,7 +708,7 @@ class TestProperties:
     @given(plan=PLANS)
     def test_every_entry_is_accounted_and_closes_match_the_recomputation(self, plan: list) -> None:
         items = build_stream(plan)
-        entries = {e["chain_seq"]: e for e, _ in (i for i in items if not isinstance(i, ClockTick))}
+        entries = {i[0]["chain_seq"]: i[0] for i in items if not isinstance(i, ClockTick)}
         flushed = run(items + [ClockTick(OP, format_utc(T0 + dt.timedelta(days=3)))])
         state = flushed.new_state
         assert flushed.applied == len(entries)
@@ -684,7 +719,9 @@ class TestProperties:
         assert len(regular) == len(set(regular))
         merged = rollups_from_closes(flushed.closed)
         assert merged == recompute_rollups(entries.values(), end_hour=state.closed_through)
-        assert sum(r.records + sum(r.adjustments.values()) for r in merged.values()) == len(entries)
+        # Every original is in force unless voided; a VOID is an entry that takes one out.
+        voids = sum(r.adjustments["VOID"] for r in merged.values())
+        assert sum(r.records for r in merged.values()) + 2 * voids == len(entries)
         assert list(merged) == sorted(merged) and state.first_hour == min(merged, default=None)
 
 
