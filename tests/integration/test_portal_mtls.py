@@ -23,7 +23,11 @@ CDRMED = ["-m", "cdr_mediation.cli"]
 # Requests that pass validation for every endpoint, so an allowed role never sees a 403 or 401.
 PROBE_PATHS = {"/healthz": "/healthz", "/readyz": "/readyz", "/metrics": "/metrics",
                "/v1/rollups": "/v1/rollups?operator=op-alpha&from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z",
-               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof"}
+               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof",
+               "/v1/cdrs": "/v1/cdrs?limit=1", "/v1/cdrs/{cdr_id}": "/v1/cdrs/no-such-cdr",
+               "/v1/exports": "/v1/exports?limit=1", "/v1/exports/{operator_id}/{day}": "/v1/exports/op-alpha/2026-01-01",
+               "/v1/exports/{operator_id}/{day}/download": "/v1/exports/op-alpha/2026-01-01/download?part=zip",
+               "/v1/audit": "/v1/audit?limit=1", "/v1/openapi.json": "/v1/openapi.json"}
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,11 @@ as a proof but reported (`EvidenceMismatch`), because it means tampering or a bu
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -65,20 +68,13 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
                                               "cold tier: restore them first)")
     record_hash = stored.pop("record_hash")
     entry, operator_id, seq, day = stored, stored["operator_id"], stored["chain_seq"], stored["done_at"][:10]
-    export = await conn.fetchrow("SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 AND day = $2",
-                                 operator_id, dt.date.fromisoformat(day))
-    if export is None:
-        raise ProofUnavailable("day_not_exported", f"the day {day} of {operator_id} has not closed for export yet, "
-                                                   "so no file holds this CDR")
-    closed = DayClosed.from_dict(json.loads(export["day_closed"]))
-    if seq > closed.chain_head_seq:
-        raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
-                                                  f"{closed.chain_head_seq}: {export['file_name']} does not hold it")
+    holding = await holding_file(conn, stored)
+    closed = holding.closed
     steps = await history(conn, operator_id, day)
     generation = provable_generation((step.event, step.detail) for step in steps)
     if generation is None:
         state = steps[-1].to_state.value if steps else "PENDING"
-        raise ProofUnavailable("not_signed", f"{export['file_name']} is {state}: not signed yet")
+        raise ProofUnavailable("not_signed", f"{holding.file_name} is {state}: not signed yet")
 
     checkpoint = Checkpoint.from_dict(generation.checkpoint)
     checkpoint_bytes = checkpoint.canonical_bytes()
@@ -101,6 +97,32 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
                                          for c in certificates])
     except ProofError as exc:
         raise EvidenceMismatch(f"{checkpoint.file_name}, chain_seq {seq}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldingFile:
+    """The export file that holds (or will hold) a stored entry."""
+
+    operator_id: str
+    day: str
+    file_name: str
+    closed: DayClosed
+
+
+async def holding_file(conn, entry: Mapping[str, Any]) -> HoldingFile:
+    """The export file of a stored entry (as `fetch_entry` gives it), by the exporter's rule (module
+    docstring); `ProofUnavailable` (``day_not_exported``, ``after_day_close``) when no file holds it."""
+    operator_id, seq, day = entry["operator_id"], entry["chain_seq"], entry["done_at"][:10]
+    export = await conn.fetchrow("SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 AND day = $2",
+                                 operator_id, dt.date.fromisoformat(day))
+    if export is None:
+        raise ProofUnavailable("day_not_exported", f"the day {day} of {operator_id} has not closed for export yet, "
+                                                   "so no file holds this CDR")
+    closed = DayClosed.from_dict(json.loads(export["day_closed"]))
+    if seq > closed.chain_head_seq:
+        raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
+                                                  f"{closed.chain_head_seq}: {export['file_name']} does not hold it")
+    return HoldingFile(operator_id, day, export["file_name"], closed)
 
 
 async def _audit_path(conn, checkpoint: Checkpoint, closed: DayClosed, seq: int) -> tuple[int, list[str]]:
