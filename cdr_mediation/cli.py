@@ -127,26 +127,35 @@ def cmd_portal(args: argparse.Namespace) -> int:
         return 2
     tls = mutual_tls_context(server_cert=settings.portal_tls_cert, server_key=settings.portal_tls_key,
                              client_ca=settings.portal_client_ca, client_crl=settings.portal_client_crl)
+    from cdr_mediation.infra.archive import archive_store
+    from cdr_mediation.portal.access_log import PortalAccessLog
     from cdr_mediation.portal.adjustments import AdjustmentSettings
     from cdr_mediation.topology.topics import ADJUSTMENT
 
-    adjustments = AdjustmentSettings(settings.adjustment_enabled, ADJUSTMENT.named(settings.topic_prefix).name,
-                                     settings.pg_dsn.get_secret_value())
+    adjustments = AdjustmentSettings(settings.adjustment_enabled, ADJUSTMENT.named(settings.topic_prefix).name)
     api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls,
-                        adjustments=adjustments)
-    asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls))
+                        archive=archive_store(settings), adjustments=adjustments)
+    asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls,
+                              access_log_class=PortalAccessLog.with_hasher(process.hasher)))
     return 0
 
 
-async def _serve_portal(api, probe_app, settings, tls) -> None:
+async def _serve_portal(api, probe_app, settings, tls, *, access_log_class=None) -> None:
     """The API (mutual TLS) and the probe listener (clear) until SIGTERM / SIGINT."""
+    import logging
+
     from aiohttp import web
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    runners = [web.AppRunner(api, access_log=None), web.AppRunner(probe_app, access_log=None)]
+    # The API's access log redacts the MSISDN filter (portal/access_log.py); the probes log nothing
+    # (the kubelet would fill the log).
+    api_runner = (web.AppRunner(api, access_log=None) if access_log_class is None else
+                  web.AppRunner(api, access_log_class=access_log_class,
+                                access_log=logging.getLogger("cdr_mediation.portal.access")))
+    runners = [api_runner, web.AppRunner(probe_app, access_log=None)]
     for runner in runners:
         await runner.setup()
     await web.TCPSite(runners[0], settings.portal_host, settings.portal_port, ssl_context=tls).start()

@@ -32,8 +32,18 @@ ACCESS: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/metrics"): frozenset({Role.ADMIN, Role.AUDITOR}),
     ("GET", "/v1/rollups"): READERS,
     ("GET", "/v1/cdrs/{cdr_id}/proof"): READERS,
+    # Writes: the commerce/admin team only (docs/adjustments.md).
     ("POST", "/v1/adjustments"): frozenset({Role.ADMIN}),
     ("GET", "/v1/adjustments/{adjustment_id}"): frozenset({Role.ADMIN, Role.AUDITOR}),
+    ("GET", "/v1/cdrs"): READERS,
+    ("GET", "/v1/cdrs/{cdr_id}"): READERS,
+    ("GET", "/v1/exports"): READERS,
+    ("GET", "/v1/exports/{operator_id}/{day}"): READERS,
+    # The signed files themselves: evidence for those who hold others to account.
+    ("GET", "/v1/exports/{operator_id}/{day}/download"): frozenset({Role.ADMIN, Role.REGULATOR, Role.AUDITOR}),
+    # Who did what in this system: our own operators and the external auditors, not the regulator.
+    ("GET", "/v1/audit"): frozenset({Role.ADMIN, Role.AUDITOR}),
+    ("GET", "/v1/openapi.json"): EVERYONE,
 }
 
 

@@ -16,7 +16,6 @@ the entry is stored. With ``CDR_ADJUSTMENT_ENABLED=false`` every POST is refused
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
@@ -32,15 +31,15 @@ from cdr_mediation.domain.adjustment import (
     parse_idempotency_key,
     request_for,
 )
-from cdr_mediation.domain.strict_json import StrictJsonError, loads_strict
 from cdr_mediation.portal.auth import CALLER
+from cdr_mediation.portal.body import json_object
+from cdr_mediation.portal.db import DATABASE
 from cdr_mediation.portal.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/adjustments"
 STATUS_PATH = "/v1/adjustments/{adjustment_id:[^/]+}"
-MAX_BODY_BYTES = 64 * 1024
 _STATUS = {
     RefusalCode.INVALID_REQUEST: 400,
     RefusalCode.NO_CHANGE: 400,
@@ -50,76 +49,38 @@ _STATUS = {
 
 @dataclasses.dataclass(frozen=True)
 class AdjustmentSettings:
-    enabled: bool
+    enabled: bool  # CDR_ADJUSTMENT_ENABLED
     topic: str  # the adjustment topic the outbox publishes to
-    pg_dsn: str | None
 
 
-class AdjustmentService:
-    def __init__(self, settings: AdjustmentSettings) -> None:
-        self.settings = settings
-        self._pool = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self):
-        import asyncpg
-
-        if not self.settings.pg_dsn:
-            raise ApiError(503, "not_configured", "no PostgreSQL DSN configured")
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.settings.pg_dsn, min_size=0, max_size=2, timeout=10,
-                                                       command_timeout=30)
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-
-SERVICE_KEY = web.AppKey("adjustments", AdjustmentService)
+SETTINGS_KEY = web.AppKey("adjustments", AdjustmentSettings)
 
 
 def _refused(exc: AdjustmentRefused) -> ApiError:
     return ApiError(_STATUS.get(exc.code, 409), exc.code.value, exc.message)
 
 
-async def _json_body(request: web.Request):
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the adjustment as application/json")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"an adjustment request is at most {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"an adjustment request is at most {MAX_BODY_BYTES} bytes")
-    try:
-        return loads_strict(raw)
-    except StrictJsonError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-
-
 async def post_adjustment(request: web.Request) -> web.Response:
     from cdr_mediation.infra.postgres import adjustment_store as store
     from cdr_mediation.infra.postgres.audit_store import new_request_id
 
-    service = request.app[SERVICE_KEY]
+    settings = request.app[SETTINGS_KEY]
     try:
-        if not service.settings.enabled:
+        if not settings.enabled:
             raise ApiError(403, "adjustments_disabled",
                            "adjustments are disabled on this system (CDR_ADJUSTMENT_ENABLED=false)")
         try:
             key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
         except AdjustmentRefused as exc:
             raise ApiError(400, "idempotency_key_required", exc.message) from None
-        document = await _json_body(request)
+        document = await json_object(request)
         try:
             body = parse_body(document)
         except AdjustmentRefused as exc:
             raise _refused(exc) from None
         digest = store.body_sha256(document)
         caller = request[CALLER]
-        async with (await service.pool()).acquire(timeout=10) as conn:
+        async with request.app[DATABASE].connection(what="the adjustment") as conn:
             stored = await store.stored_request(conn, key)
             if stored is None:
                 versions = await store.record_versions(conn, body.ref_cdr_id)
@@ -135,7 +96,7 @@ async def post_adjustment(request: web.Request) -> web.Response:
                 stored = await store.create_adjustment(
                     conn, idempotency_key=key, body_digest=digest, request=adjustment, response=response,
                     request_id=request.headers.get("X-Request-Id") or new_request_id(), actor_role=caller.role.value,
-                    topic=service.settings.topic)
+                    topic=settings.topic)
                 if stored.body_sha256 == digest:
                     log.info("adjustment accepted", extra={k: response[k] for k in (
                         "adjustment_id", "operator_id", "kind", "ref_cdr_id", "cdr_id")})
@@ -145,8 +106,6 @@ async def post_adjustment(request: web.Request) -> web.Response:
         return web.json_response(dict(stored.response), status=202)
     except ApiError as exc:
         return exc.response()
-    except (OSError, asyncio.TimeoutError) as exc:
-        return ApiError(503, "database_unavailable", f"PostgreSQL did not answer in time: {exc!r}").response()
 
 
 def _decide(body, versions, pending: list[str], adjustment_id: str, actor: str):
@@ -177,23 +136,17 @@ async def get_adjustment(request: web.Request) -> web.Response:
     try:
         if not is_uuid(adjustment_id):
             raise ApiError(400, "bad_request", f"{adjustment_id[:80]!r} is not an adjustment_id (a lowercase UUID)")
-        async with (await request.app[SERVICE_KEY].pool()).acquire(timeout=10) as conn:
+        async with request.app[DATABASE].connection(what="the adjustment") as conn:
             result = await store.adjustment_status(conn, adjustment_id)
         if result is None:
             raise ApiError(404, "unknown_adjustment", f"no adjustment {adjustment_id}")
         return web.json_response(result)
     except ApiError as exc:
         return exc.response()
-    except (OSError, asyncio.TimeoutError) as exc:
-        return ApiError(503, "database_unavailable", f"PostgreSQL did not answer in time: {exc!r}").response()
 
 
 def add_routes(app: web.Application, settings: AdjustmentSettings) -> None:
-    app[SERVICE_KEY] = AdjustmentService(settings)
-
-    async def close(app: web.Application) -> None:
-        await app[SERVICE_KEY].close()
-
-    app.on_cleanup.append(close)
+    """The routes; they use the portal's one pool (`portal/db.py`)."""
+    app[SETTINGS_KEY] = settings
     app.router.add_post(PATH, post_adjustment)
     app.router.add_get(STATUS_PATH, get_adjustment)

@@ -26,8 +26,9 @@ import time
 
 from aiohttp import web
 
-# The portal's one error shape lives with the first route that had it.
-from cdr_mediation.portal.rollups import ApiError, bad_request
+from cdr_mediation.portal.db import PortalDatabase
+from cdr_mediation.portal.errors import ApiError
+from cdr_mediation.portal.rollups import bad_request
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # HTML 404), so every malformed id gets the JSON 400.
 PATH = "/v1/cdrs/{cdr_id:[^/]+}/proof"
 PROOF_TIMEOUT_S = 300.0
+PROOF_CONCURRENCY = 2
 _CDR_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _UNAVAILABLE_STATUS = {"unknown_cdr": 404}  # every other reason: 409, the file does not hold it yet
 
@@ -47,53 +49,32 @@ def parse_cdr_id(text: str) -> str:
 
 
 class ProofSource:
-    """PostgreSQL, through a small pool opened on the first request."""
+    """Proofs from PostgreSQL, over the portal's shared pool (portal/db.py).
 
-    def __init__(self, pg_dsn: str | None) -> None:
-        self.pg_dsn = pg_dsn
-        self._pool = None
-        self._pool_lock = asyncio.Lock()
+    At most `PROOF_CONCURRENCY` proofs are assembled at once: each reads and hashes a whole
+    file's record hashes, and they must not take every connection of the pool from the short
+    list queries of the other endpoints."""
+
+    def __init__(self, database: PortalDatabase) -> None:
+        self.database = database
+        self._slots = asyncio.Semaphore(PROOF_CONCURRENCY)
 
     async def proof_json(self, cdr_id: str) -> tuple[str, dict]:
         """The proof document and what to log about it (never the entry: it holds an MSISDN)."""
-        import asyncpg
+        from cdr_mediation.infra.postgres import proof_store
 
-        from cdr_mediation.infra.postgres.proof_store import EvidenceMismatch, ProofUnavailable, assemble_proof
-
-        if not self.pg_dsn:
-            raise ApiError(503, "not_configured", "no PostgreSQL DSN configured: proofs cannot be read")
         try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=10) as conn:
-                proof = await asyncio.wait_for(assemble_proof(conn, cdr_id), PROOF_TIMEOUT_S)
-        except ProofUnavailable as exc:
+            async with self._slots, self.database.connection(what="proofs") as conn:
+                proof = await asyncio.wait_for(proof_store.assemble_proof(conn, cdr_id), PROOF_TIMEOUT_S)
+        except proof_store.ProofUnavailable as exc:
             raise ApiError(_UNAVAILABLE_STATUS.get(exc.reason, 409), exc.reason, str(exc)) from None
-        except EvidenceMismatch as exc:
+        except proof_store.EvidenceMismatch as exc:
             log.critical("stored evidence disagrees with itself; no proof served", extra={
                 "cdr_id": cdr_id, "error": str(exc)})
             raise ApiError(500, "evidence_mismatch", str(exc)) from None
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise ApiError(503, "database_unavailable", f"PostgreSQL did not answer in time: {exc!r}") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ApiError(503, "database_unavailable", f"PostgreSQL: {exc.__class__.__name__}: {exc}") from None
         context = {"cdr_id": cdr_id, "operator_id": proof.operator_id, "file_name": proof.signed_checkpoint.file_name,
                    "leaf_index": proof.leaf_index, "tree_size": proof.tree_size}
         return proof.to_json(), context
-
-    async def _get_pool(self):
-        import asyncpg
-
-        async with self._pool_lock:
-            if self._pool is None:
-                # min_size=0: the portal starts (and says not ready) while PostgreSQL is down.
-                self._pool = await asyncpg.create_pool(self.pg_dsn, min_size=0, max_size=2, timeout=10,
-                                                       command_timeout=PROOF_TIMEOUT_S)
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 SOURCE_KEY = web.AppKey("proof_source", ProofSource)
@@ -115,11 +96,6 @@ async def get_proof(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="application/json", charset="utf-8")
 
 
-def add_routes(app: web.Application, *, pg_dsn: str | None = None) -> None:
-    app[SOURCE_KEY] = ProofSource(pg_dsn)
-
-    async def close_source(app: web.Application) -> None:
-        await app[SOURCE_KEY].close()
-
-    app.on_cleanup.append(close_source)
+def add_routes(app: web.Application, *, database: PortalDatabase) -> None:
+    app[SOURCE_KEY] = ProofSource(database)
     app.router.add_get(PATH, get_proof)

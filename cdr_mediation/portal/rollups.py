@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from cdr_mediation.portal.db import PortalDatabase
 from cdr_mediation.portal.errors import ApiError
 from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.dlr import PATTERNS
@@ -223,11 +224,9 @@ def parse_worker_urls(value: str | Sequence[str] | None) -> tuple[str, ...]:
 class RollupSources:
     """The workers (open state) and PostgreSQL (closes) the handler reads."""
 
-    def __init__(self, pg_dsn: str | None, worker_urls: Sequence[str]) -> None:
-        self.pg_dsn = pg_dsn
+    def __init__(self, database: PortalDatabase, worker_urls: Sequence[str]) -> None:
+        self.database = database  # the portal's shared pool (portal/db.py)
         self.worker_urls = tuple(worker_urls)
-        self._pool = None
-        self._pool_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
     async def open_state(self, operator_id: str) -> OperatorRollupState:
@@ -256,41 +255,14 @@ class RollupSources:
     async def closes(self, query: RollupQuery) -> list[RollupClosed]:
         from cdr_mediation.infra.postgres.rollup_store import fetch_closes
 
-        if not self.pg_dsn:
-            raise ApiError(503, "not_configured", "no PostgreSQL DSN configured: closed hours unknown")
         hours = query.hours
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=10) as conn:
-                return await fetch_closes(conn, operator_id=query.operator_id, start=hours[0],
-                                          end=hour_after(hours[-1]))
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise ApiError(503, "database_unavailable", f"PostgreSQL did not answer: {exc}") from None
-        except Exception as exc:
-            import asyncpg
-
-            if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError)):
-                raise ApiError(503, "database_unavailable", f"PostgreSQL: {exc.__class__.__name__}: {exc}") from None
-            raise
-
-    async def _get_pool(self):
-        import asyncpg
-
-        async with self._pool_lock:
-            if self._pool is None:
-                # min_size=0: no connection until the first request (the portal starts, and says
-                # not ready, while PostgreSQL is down).
-                self._pool = await asyncpg.create_pool(self.pg_dsn, min_size=0, max_size=4, timeout=10,
-                                                       command_timeout=30)
-            return self._pool
+        async with self.database.connection(what="closed hours") as conn:
+            return await fetch_closes(conn, operator_id=query.operator_id, start=hours[0], end=hour_after(hours[-1]))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 def _error_text(text: str) -> str:
@@ -325,8 +297,8 @@ async def get_rollups(request: web.Request) -> web.Response:
         return ApiError(500, "internal", f"{exc.__class__.__name__}: {exc}").response()
 
 
-def add_rollup_routes(app: web.Application, *, pg_dsn: str | None, worker_urls: Sequence[str]) -> None:
-    app[SOURCES_KEY] = RollupSources(pg_dsn, worker_urls)
+def add_rollup_routes(app: web.Application, *, database: PortalDatabase, worker_urls: Sequence[str]) -> None:
+    app[SOURCES_KEY] = RollupSources(database, worker_urls)
 
     async def close_sources(app: web.Application) -> None:
         await app[SOURCES_KEY].close()

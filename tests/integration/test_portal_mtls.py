@@ -23,7 +23,14 @@ CDRMED = ["-m", "cdr_mediation.cli"]
 # Requests that pass validation for every endpoint, so an allowed role never sees a 403 or 401.
 PROBE_PATHS = {"/healthz": "/healthz", "/readyz": "/readyz", "/metrics": "/metrics",
                "/v1/rollups": "/v1/rollups?operator=op-alpha&from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z",
-               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof"}
+               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof",
+               "/v1/cdrs": "/v1/cdrs?limit=1", "/v1/cdrs/{cdr_id}": "/v1/cdrs/no-such-cdr",
+               "/v1/exports": "/v1/exports?limit=1", "/v1/exports/{operator_id}/{day}": "/v1/exports/op-alpha/2026-01-01",
+               "/v1/exports/{operator_id}/{day}/download": "/v1/exports/op-alpha/2026-01-01/download?part=zip",
+               "/v1/audit": "/v1/audit?limit=1", "/v1/openapi.json": "/v1/openapi.json",
+               "/v1/adjustments/{adjustment_id}": "/v1/adjustments/00000000-0000-5000-8000-000000000000"}
+# Writes: a request that is refused for its content (400), never for the caller, when allowed.
+WRITE_PATHS = {"/v1/adjustments": ("/v1/adjustments", {})}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +55,12 @@ def _client_tls(pki: PortalPki, cert: Path | None = None, key: Path | None = Non
     if cert is not None:
         context.load_cert_chain(cert, key)
     return context
+
+
+async def _post(url: str, document: dict, tls: ssl.SSLContext) -> tuple[int, dict | str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=document, ssl=tls, timeout=aiohttp.ClientTimeout(total=20)) as response:
+            return response.status, await response.json(content_type=None)
 
 
 async def _get(url: str, tls: ssl.SSLContext | None = None) -> tuple[int, dict | str]:
@@ -118,8 +131,13 @@ async def test_each_role_gets_exactly_what_the_access_table_grants(portal, pki, 
     await eventually(lambda: _ready(portal), timeout=60, what="portal probes")
     tls = _client_tls(pki, *pki.client(role.value))
     for (method, route), allowed in sorted(ACCESS.items()):
-        assert method == "GET" and route in PROBE_PATHS, f"add a request for {method} {route} to PROBE_PATHS"
-        status, body = await _get(portal["api"] + PROBE_PATHS[route], tls)
+        if method == "POST":
+            assert route in WRITE_PATHS, f"add a request for {method} {route} to WRITE_PATHS"
+            path, document = WRITE_PATHS[route]
+            status, body = await _post(portal["api"] + path, document, tls)
+        else:
+            assert method == "GET" and route in PROBE_PATHS, f"add a request for {method} {route} to PROBE_PATHS"
+            status, body = await _get(portal["api"] + PROBE_PATHS[route], tls)
         if role in allowed:
             assert status not in (401, 403), (route, status, body)
         else:

@@ -36,7 +36,7 @@ import datetime as dt
 import hashlib
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -242,6 +242,22 @@ class ObjectLockArchive:
         """`get_file` for small objects (manifests): the verified bytes in memory."""
         check_key(key)
         return await self._guarded(key, lambda: self._get_bytes(key, max_size))
+
+    async def read_chunks(self, key: str, *, version_id: str | None = None) -> AsyncIterator[bytes]:
+        """The bytes of one archived version (the newest if `version_id` is None), as they arrive,
+        **unverified**: for a caller that streams them on and checks them against a digest it
+        recorded itself (the portal's download), holding at most one chunk. Errors come out
+        typed, as from every other method."""
+        check_key(key)
+        try:
+            async with self._client() as s3:
+                async for chunk in self._body(s3, key, version_id):
+                    yield chunk
+        except Exception as exc:
+            error = classify_s3_error(exc, key=key)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     # -- internals ----------------------------------------------------------------------------
 

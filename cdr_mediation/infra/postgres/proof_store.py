@@ -18,8 +18,11 @@ as a proof but reported (`EvidenceMismatch`), because it means tampering or a bu
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -64,28 +67,13 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
                                               "cold tier: restore them first)")
     record_hash = stored.pop("record_hash")
     entry, operator_id, seq, day = stored, stored["operator_id"], stored["chain_seq"], stored["done_at"][:10]
-    export = await conn.fetchrow("SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 AND day = $2",
-                                 operator_id, dt.date.fromisoformat(day))
-    if export is None:
-        raise ProofUnavailable("day_not_exported", f"the day {day} of {operator_id} has not closed for export yet, "
-                                                   "so no file holds this CDR")
-    closed = DayClosed.from_dict(json.loads(export["day_closed"]))
-    if seq > closed.chain_head_seq:
-        # It reached the chain after its day's file closed (a late entry, an adjustment): the
-        # next file to close carries it (domain/file_scope.py).
-        carrier = await conn.fetchrow(
-            "SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 "
-            "AND (day_closed->>'chain_head_seq')::bigint >= $2 ORDER BY day_sequence LIMIT 1", operator_id, seq)
-        if carrier is None:
-            raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
-                                                      f"{closed.chain_head_seq}: the next file to close will carry it")
-        export, closed = carrier, DayClosed.from_dict(json.loads(carrier["day_closed"]))
-        day = closed.day
+    holding = await holding_file(conn, stored)
+    closed, day = holding.closed, holding.day
     steps = await history(conn, operator_id, day)
     generation = provable_generation((step.event, step.detail) for step in steps)
     if generation is None:
         state = steps[-1].to_state.value if steps else "PENDING"
-        raise ProofUnavailable("not_signed", f"{export['file_name']} is {state}: not signed yet")
+        raise ProofUnavailable("not_signed", f"{holding.file_name} is {state}: not signed yet")
 
     checkpoint = Checkpoint.from_dict(generation.checkpoint)
     checkpoint_bytes = checkpoint.canonical_bytes()
@@ -108,6 +96,40 @@ async def _assemble(conn, cdr_id: str) -> InclusionProof:
                                          for c in certificates])
     except ProofError as exc:
         raise EvidenceMismatch(f"{checkpoint.file_name}, chain_seq {seq}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldingFile:
+    """The export file that holds (or will hold) a stored entry."""
+
+    operator_id: str
+    day: str
+    file_name: str
+    closed: DayClosed
+
+
+async def holding_file(conn, entry: Mapping[str, Any]) -> HoldingFile:
+    """The export file of a stored entry (as `fetch_entry` gives it), by the exporter's rule
+    (`domain/file_scope.py`): its day's file, or the file that carries it; `ProofUnavailable`
+    (``day_not_exported``, ``after_day_close``) when no file holds it yet."""
+    operator_id, seq, day = entry["operator_id"], entry["chain_seq"], entry["done_at"][:10]
+    export = await conn.fetchrow("SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 AND day = $2",
+                                 operator_id, dt.date.fromisoformat(day))
+    if export is None:
+        raise ProofUnavailable("day_not_exported", f"the day {day} of {operator_id} has not closed for export yet, "
+                                                   "so no file holds this CDR")
+    closed = DayClosed.from_dict(json.loads(export["day_closed"]))
+    if seq > closed.chain_head_seq:
+        # It reached the chain after its day's file closed (a late entry, an adjustment): the
+        # next file of the operator to close carries it (domain/file_scope.py).
+        carrier = await conn.fetchrow(
+            "SELECT file_name, day_closed FROM export_file WHERE operator_id = $1 "
+            "AND (day_closed->>'chain_head_seq')::bigint >= $2 ORDER BY day_sequence LIMIT 1", operator_id, seq)
+        if carrier is None:
+            raise ProofUnavailable("after_day_close", f"chain_seq {seq} arrived after {day} closed at chain_seq "
+                                                      f"{closed.chain_head_seq}: the next file to close will carry it")
+        export, closed = carrier, DayClosed.from_dict(json.loads(carrier["day_closed"]))
+    return HoldingFile(operator_id, closed.day, export["file_name"], closed)
 
 
 async def _audit_path(conn, checkpoint: Checkpoint, closed: DayClosed, seq: int) -> tuple[int, list[str]]:

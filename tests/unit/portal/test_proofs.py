@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cdr_mediation.infra.postgres import proof_store
 from cdr_mediation.portal.app import create_portal
-from cdr_mediation.portal.proofs import ProofSource
+from cdr_mediation.portal.db import PortalDatabase
 from cdr_mediation.stack.process import free_port
 from tests.unit.domain.test_inclusion_proof import make
 
@@ -45,7 +45,7 @@ def stored(monkeypatch):
             raise outcome["answer"]
         return outcome["answer"]
 
-    monkeypatch.setattr(ProofSource, "_get_pool", get_pool)
+    monkeypatch.setattr(PortalDatabase, "_get_pool", get_pool)
     monkeypatch.setattr(proof_store, "assemble_proof", assemble)
     return outcome
 

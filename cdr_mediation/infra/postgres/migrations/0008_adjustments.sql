@@ -39,9 +39,9 @@ CREATE TABLE adjustment_request (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 
+-- The portal's pre-check "another adjustment of this record on its way" (cdr_ref_cdr_id, for
+-- the entries that reference a record, is migration 0007's).
 CREATE INDEX adjustment_request_ref ON adjustment_request (ref_cdr_id);
--- The entries that reference a record (detail pages, the portal's pre-checks).
-CREATE INDEX cdr_ref_cdr_id ON cdr (ref_cdr_id) WHERE ref_cdr_id IS NOT NULL;
 
 CREATE TRIGGER adjustment_request_append_only_rows BEFORE UPDATE OR DELETE ON adjustment_request
     FOR EACH ROW EXECUTE FUNCTION reject_mutation();
