@@ -32,6 +32,9 @@ ACCESS: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/metrics"): frozenset({Role.ADMIN, Role.AUDITOR}),
     ("GET", "/v1/rollups"): READERS,
     ("GET", "/v1/cdrs/{cdr_id}/proof"): READERS,
+    # Running a verification writes only its own audit row; anyone who may read the evidence may
+    # have it re-checked (docs/verification.md).
+    ("POST", "/v1/cdr/chain/verify"): frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
 }
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
-from cdr_mediation.portal import proofs
+from cdr_mediation.portal import proofs, verify
 from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject, require_role
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
 
@@ -68,6 +68,7 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, pg_dsn=pg_dsn, worker_urls=parse_worker_urls(worker_urls))
     proofs.add_routes(app, pg_dsn=pg_dsn)
+    verify.add_routes(app, pg_dsn=pg_dsn)  # POST /v1/cdr/chain/verify (verify.py)
     return app
 
 

@@ -23,7 +23,10 @@ CDRMED = ["-m", "cdr_mediation.cli"]
 # Requests that pass validation for every endpoint, so an allowed role never sees a 403 or 401.
 PROBE_PATHS = {"/healthz": "/healthz", "/readyz": "/readyz", "/metrics": "/metrics",
                "/v1/rollups": "/v1/rollups?operator=op-alpha&from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z",
-               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof"}
+               "/v1/cdrs/{cdr_id}/proof": "/v1/cdrs/no-such-cdr/proof",
+               "/v1/cdr/chain/verify": "/v1/cdr/chain/verify"}
+# Bodies of the POST requests: an unknown operator, so an allowed role gets a 404 and no run is made.
+PROBE_BODIES = {"/v1/cdr/chain/verify": {"operator_id": "no-such-operator"}}
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +53,11 @@ def _client_tls(pki: PortalPki, cert: Path | None = None, key: Path | None = Non
     return context
 
 
-async def _get(url: str, tls: ssl.SSLContext | None = None) -> tuple[int, dict | str]:
+async def _get(url: str, tls: ssl.SSLContext | None = None, *, method: str = "GET",
+               body: dict | None = None) -> tuple[int, dict | str]:
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, ssl=tls if tls is not None else False,
-                               timeout=aiohttp.ClientTimeout(total=20)) as response:
+        async with session.request(method, url, ssl=tls if tls is not None else False, json=body,
+                                   timeout=aiohttp.ClientTimeout(total=20)) as response:
             text = await response.text()
             try:
                 return response.status, json.loads(text)
@@ -118,8 +122,9 @@ async def test_each_role_gets_exactly_what_the_access_table_grants(portal, pki, 
     await eventually(lambda: _ready(portal), timeout=60, what="portal probes")
     tls = _client_tls(pki, *pki.client(role.value))
     for (method, route), allowed in sorted(ACCESS.items()):
-        assert method == "GET" and route in PROBE_PATHS, f"add a request for {method} {route} to PROBE_PATHS"
-        status, body = await _get(portal["api"] + PROBE_PATHS[route], tls)
+        assert route in PROBE_PATHS, f"add a request for {method} {route} to PROBE_PATHS"
+        status, body = await _get(portal["api"] + PROBE_PATHS[route], tls, method=method,
+                                  body=PROBE_BODIES.get(route))
         if role in allowed:
             assert status not in (401, 403), (route, status, body)
         else:
