@@ -106,6 +106,7 @@ def cmd_portal(args: argparse.Namespace) -> int:
     from cdr_mediation.infra.hsm import HsmConfig, HsmSigner
     from cdr_mediation.infra.readiness import hsm_probe, kafka_probe, postgres_probe
     from cdr_mediation.portal.app import create_portal, create_probe_app
+    from cdr_mediation.portal import verify
     from cdr_mediation.portal.tls import mutual_tls_context
     from cdr_mediation.runtime import start_process
 
@@ -135,6 +136,7 @@ def cmd_portal(args: argparse.Namespace) -> int:
     adjustments = AdjustmentSettings(settings.adjustment_enabled, ADJUSTMENT.named(settings.topic_prefix).name)
     api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls,
                         archive=archive_store(settings), adjustments=adjustments)
+    verify.use_trust_anchors(api, settings.hsm_ca_cert)  # POST /v1/cdr/chain/verify checks checkpoint signatures
     asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls,
                               access_log_class=PortalAccessLog.with_hasher(process.hasher)))
     return 0
@@ -190,32 +192,46 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Recompute the chains and the export checkpoints (docs/verification.md); one JSON line per
+    operator and per export file, the run recorded as a `chain.verify` audit row. Exit 1 on any
+    break or mismatch, 2 without a trust anchor, 75 (EX_TEMPFAIL) while another run holds the lock."""
     import logging
 
     import asyncpg
 
-    from cdr_mediation.agents.verifier import record_verification, verification_report, verify_stored_chains
+    from cdr_mediation.agents.verifier import VerificationBusy, run_verification, verification_report
+    from cdr_mediation.infra.cms_verify import load_trust_anchors
     from cdr_mediation.infra.postgres.audit_store import new_request_id
     from cdr_mediation.runtime import start_process
 
     process = start_process("verify", worker=False, metrics=False)
+    settings = process.settings
+    if settings.hsm_ca_cert is None:
+        print("cdrmed verify: set CDR_HSM_CA_CERT, the trust anchor of the export checkpoints' signatures",
+              file=sys.stderr)
+        return 2
+    anchors = load_trust_anchors(settings.hsm_ca_cert.read_bytes())
     request_id = new_request_id()
 
-    async def verify() -> list:
-        conn = await asyncpg.connect(process.settings.pg_dsn.get_secret_value())
+    async def verify():
+        conn = await asyncpg.connect(settings.pg_dsn.get_secret_value())
         try:
-            results = await verify_stored_chains(conn, args.operator or None)
-            entry = await record_verification(conn, results, request_id=request_id)
+            return await run_verification(conn, anchors, request_id=request_id, operator_ids=args.operator or None)
         finally:
             await conn.close()
-        logging.getLogger("cdr_mediation.verify").info("verification recorded in the audit log", extra={
-            "audit_seq": entry.audit_seq, "request_id": request_id})
-        return results
 
-    results = asyncio.run(verify())
-    for result in results:
+    try:
+        run = asyncio.run(verify())
+    except VerificationBusy:
+        print("cdrmed verify: another verification is running (the daily job?); try again when it has finished",
+              file=sys.stderr)
+        return 75
+    logging.getLogger("cdr_mediation.verify").info("verification run done", extra={"request_id": request_id})
+    for result in run.chains:
         print(json.dumps(verification_report(result)))
-    return 0 if results and all(r.ok for r in results) else 1
+    for verdict in run.checkpoints:
+        print(json.dumps({"checkpoint": verdict.to_dict()}))
+    return 0 if run.ok else 1
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -635,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", default=None, help="done_at of the first DLR (ISO 8601; default now)")
     generate.set_defaults(func=cmd_generate)
 
-    verify = sub.add_parser("verify", help="recompute stored chains and report the first break")
+    verify = sub.add_parser("verify", help="recompute stored chains and export checkpoints; exit 1 on a break")
     verify.add_argument("--operator", action="append", help="operator id (repeatable; default: all)")
     verify.set_defaults(func=cmd_verify)
 

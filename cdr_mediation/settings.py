@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     export_retry_base_s: float = Field(5.0, gt=0, description="first retry delay of a failed signing or "
                                                               "delivery (doubling, capped at 15 min)")
 
+    # The verifier (agents/verifier.py, docs/verification.md): every exporter worker checks this
+    # often whether a verification of all chains and checkpoints is due; one of them runs it.
+    chain_verify_interval_s: float = Field(86400.0, gt=0, description="how often all chains and export "
+                                                                      "checkpoints are recomputed")
+
     s3_endpoint: str | None = None
     s3_bucket: str = "cdr-archive"
     s3_region: str = "us-east-1"
@@ -151,6 +156,8 @@ class Settings(BaseSettings):
     # Rollout / rollback flags (DESIGN.md §8).
     export_enabled: bool = True
     adjustment_enabled: bool = True
+    # A chain break or checkpoint mismatch halts the operator's exports until a later
+    # verification finds the operator intact (docs/verification.md).
     chain_verify_fail_fast: bool = False
     ai_enabled: bool = False
     ai_model_registry_entry: str = ""

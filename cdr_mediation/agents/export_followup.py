@@ -9,7 +9,9 @@ primary key) runs `poll_once` every `CDR_EXPORT_POLL_INTERVAL_S`:
   RAP's reasons (TD.32 error codes per return), TIMED_OUT, DELIVERED again after a time-out
   (`redelivered`), MANUAL at the deadline;
 * an export a person resumed (`cdrmed export resume`) or reissued (`cdrmed export reissue`)
-  is driven on by the exporter here, because no closed-day record will come for it again;
+  is driven on by the exporter here, because no closed-day record will come for it again, and
+  so is one this worker halted for a chain break once a verification found its operator intact
+  (`Exporter.drive_lifted`, CDR_CHAIN_VERIFY_FAIL_FAST);
 * whatever a recorded step names for the archive and is not archived yet (S3 was down) is
   archived (`agents/export_archive.py`);
 * the gauge `cdr_exports{state}` counts the exports in each state, so an alert can fire on
@@ -30,7 +32,7 @@ import logging
 
 from prometheus_client import Counter, Gauge
 
-from cdr_mediation.agents.exporter import ACTOR, Exporter, record_step
+from cdr_mediation.agents.exporter import ACTOR, HALTED, Exporter, ExportHalted, record_step
 from cdr_mediation.agents.export_delivery import delivered_detail
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_archive import answer_key
@@ -86,12 +88,17 @@ class ExportFollowUp:
         self._reported: set[tuple[str, str, str]] = set()
 
     async def poll_once(self) -> None:
+        await self.exporter.drive_lifted()
         now, exports = await self.sink.commit(lambda conn: open_exports(conn, NOT_FINISHED))
         for row in exports:
             try:
                 await self._follow(row, now)
             except ConcurrentTransition as exc:
                 log.info("another exporter moved this export first", extra={"error": str(exc)})
+            except ExportHalted as exc:  # one halted export must not stop the follow-up of the others
+                HALTED.labels(reason=exc.reason).inc()
+                log.critical("export halted; a person must act (it goes to MANUAL at its deadline)", extra={
+                    "operator_id": row.operator_id, "day": row.day, "reason": exc.reason, "error": str(exc)})
         await self.exporter.archiver.archive_pending()
         counts = await self.sink.commit(export_state_counts)
         for state, count in counts.items():

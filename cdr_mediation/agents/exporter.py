@@ -28,6 +28,12 @@ say which file is right. A signature recorded for these ZIP bytes and still at h
 a missing one is made again. A record delivered again after a crash resumes at the recorded
 state. With `CDR_EXPORT_ENABLED=false` the agent is not started at all: closed days wait in
 Kafka until exports are enabled.
+
+With `CDR_CHAIN_VERIFY_FAIL_FAST`, an operator whose latest recorded verification found a chain
+break or a checkpoint mismatch (`agents/verifier.unresolved_break`) gets nothing built, signed or
+delivered: the export halts (`ExportHalted("chain_break")`) and waits. When a later verification
+finds the operator intact, the follow-up drives the exports this worker halted on
+(`drive_lifted`); one halted before a restart waits for its deadline (MANUAL), like any halt.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from cdr_mediation.agents.export_delivery import (
 )
 from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import PostgresSink, SinkReadiness
+from cdr_mediation.agents.verifier import unresolved_break
 from cdr_mediation.codecs.records import UndecodableRecord, decode_day_closed
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_archive import delivered_keys
@@ -83,6 +90,9 @@ DELIVERY_FAILURES = Counter("cdr_export_delivery_failures_total",
                             "Delivery attempts that did not leave the file with the regulator", ["channel", "kind"])
 FOLLOW_UP_FAILURES = Counter("cdr_export_followup_failures_total", "Follow-up polls that failed")
 HALTED = Counter("cdr_export_halted_total", "Exports stopped until a person acts", ["reason"])
+CHAIN_BREAK = "chain_break"  # the ExportHalted reason of CDR_CHAIN_VERIFY_FAIL_FAST
+# States whose next step builds or signs (delivering, from SIGNED, is checked in `deliver_once`).
+_BUILDS_OR_SIGNS = frozenset({ExportState.PENDING, ExportState.BUILT, ExportState.REBUILT})
 STEP_SECONDS = Histogram("cdr_export_step_seconds", "Time to build, sign or deliver one export file", ["step"])
 
 
@@ -107,6 +117,9 @@ class Exporter:
                                     settings.hsm_softhsm2_conf or None)
         self._signer: HsmSigner | None = None
         self.retry_base_s = settings.export_retry_base_s
+        self.fail_fast = settings.chain_verify_fail_fast
+        # Exports this worker halted for a chain break: driven on once their operator is found intact.
+        self._halted_for_chain_break: dict[tuple[str, str], DayClosed] = {}
         self.channel = delivery_channel(settings)
         self.sink = PostgresSink("export", settings.pg_dsn.get_secret_value(), readiness, contradiction=ExportConflict)
         from cdr_mediation.agents.export_archive import ExportArchiver
@@ -130,6 +143,8 @@ class Exporter:
         while True:
             state, _ = await self.sink.commit(lambda conn: current_state(conn, closed.operator_id, closed.day))
             try:
+                if state in _BUILDS_OR_SIGNS:
+                    await self.refuse_if_chain_broken(closed.operator_id)
                 if state is ExportState.PENDING:
                     with STEP_SECONDS.labels(step="build").time():
                         built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
@@ -166,7 +181,31 @@ class Exporter:
                 HALTED.labels(reason=exc.reason).inc()
                 log.critical("export halted; a person must act (it goes to MANUAL at its deadline)", extra={
                     "operator_id": closed.operator_id, "day": closed.day, "reason": exc.reason, "error": str(exc)})
+                if exc.reason == CHAIN_BREAK:
+                    self._halted_for_chain_break[closed.key] = closed
                 return
+
+    async def refuse_if_chain_broken(self, operator_id: str) -> None:
+        """Under CDR_CHAIN_VERIFY_FAIL_FAST: `ExportHalted("chain_break")` while the latest recorded
+        verification covering the operator found it broken (docs/verification.md §4)."""
+        if not self.fail_fast:
+            return
+        broken = await self.sink.commit(lambda conn: unresolved_break(conn, operator_id))
+        if broken is not None:
+            raise ExportHalted(CHAIN_BREAK, f"the verification recorded at audit_seq {broken.audit_seq} ({broken.at}) "
+                                            f"found the chain or an export checkpoint of {operator_id} broken; its "
+                                            "exports wait until a verification finds it intact")
+
+    async def drive_lifted(self) -> None:
+        """Drive on the exports this worker halted for a chain break whose operator a later
+        verification found intact (the follow-up calls this every poll)."""
+        for key, closed in list(self._halted_for_chain_break.items()):
+            if self.fail_fast and await self.sink.commit(lambda conn: unresolved_break(conn, closed.operator_id)):
+                continue
+            del self._halted_for_chain_break[key]
+            log.info("chain verified intact again; the halted export goes on", extra={
+                "operator_id": closed.operator_id, "day": closed.day})
+            await self.drive(closed)
 
     async def close(self) -> None:
         """Release the database connection and the HSM session (a tool that is done with them)."""
@@ -260,7 +299,9 @@ class Exporter:
 
     async def deliver_once(self, closed: DayClosed, name: str):
         """One pass of delivering the signature and the ZIP (`attempt_delivery`); a failure is
-        counted and logged here, the caller decides (retry, or MANUAL when it is permanent)."""
+        counted and logged here, the caller decides (retry, or MANUAL when it is permanent).
+        `ExportHalted` under fail-fast while the operator's chain is found broken."""
+        await self.refuse_if_chain_broken(closed.operator_id)
         zip_path, zip_sha256 = await self._built_zip(closed, name)
         cms_sha256 = await self._signature_at_hand(closed, name, zip_path)
         return await self.deliver_parts(closed, delivery_parts(zip_path, zip_sha256=zip_sha256, cms_sha256=cms_sha256))

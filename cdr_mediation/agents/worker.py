@@ -52,6 +52,10 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, tuple[TableSpec, ..
     if "rollup-store" in settings.agents:
         rollup_store.register(app, settings, readiness)
     if "exporter" in settings.agents:
+        from cdr_mediation.agents import verify_job
+
+        # Verification goes on with exports disabled: chains are evidence whether or not files go out.
+        verify_job.register(app, settings)
         if settings.export_enabled:
             from cdr_mediation.agents import exporter
 

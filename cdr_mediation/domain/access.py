@@ -44,6 +44,9 @@ ACCESS: Mapping[tuple[str, str], frozenset[Role]] = {
     # Who did what in this system: our own operators and the external auditors, not the regulator.
     ("GET", "/v1/audit"): frozenset({Role.ADMIN, Role.AUDITOR}),
     ("GET", "/v1/openapi.json"): EVERYONE,
+    # Running a verification writes only its own audit row; anyone who may read the evidence may
+    # have it re-checked (docs/verification.md).
+    ("POST", "/v1/cdr/chain/verify"): frozenset({Role.ADMIN, Role.AUDITOR, Role.REGULATOR}),
 }
 
 

@@ -93,7 +93,16 @@ def verify_detached_file(cms_der: bytes, path: Path, trust_anchors: Sequence[x50
     return _checked(cms_der, file_digest, trust_anchors)
 
 
-def _checked(cms_der: bytes, content_digest: Callable[[str], bytes],
+def verify_detached_signer(cms_der: bytes, trust_anchors: Sequence[x509.Certificate]) -> VerifiedSignature:
+    """Everything `verify_detached` checks except the content's digest: the SignedData's form, the
+    signature over the signed attributes and the signer's certification path to a trust anchor at
+    the signing time. For evidence kept without its content (an export step records the CMS, not
+    the ZIP): the signer is then a certificate the trust anchor vouches for, and the returned
+    `message_digest` is what the content must hash to with the profile's digest."""
+    return _checked(cms_der, None, trust_anchors)
+
+
+def _checked(cms_der: bytes, content_digest: Callable[[str], bytes] | None,
              trust_anchors: Sequence[x509.Certificate]) -> VerifiedSignature:
     try:
         return _verify(cms_der, content_digest, tuple(trust_anchors))
@@ -103,9 +112,10 @@ def _checked(cms_der: bytes, content_digest: Callable[[str], bytes],
         raise VerificationError(f"malformed CMS: {type(exc).__name__}: {exc}") from None
 
 
-def _verify(cms_der: bytes, content_digest: Callable[[str], bytes],
+def _verify(cms_der: bytes, content_digest: Callable[[str], bytes] | None,
             anchors: tuple[x509.Certificate, ...]) -> VerifiedSignature:
-    """`content_digest(hashlib name)` is the content's digest with the algorithm the signature names."""
+    """`content_digest(hashlib name)` is the content's digest with the algorithm the signature names
+    (None: the content is not at hand and its digest is not checked)."""
     if not anchors:
         raise VerificationError("no trust anchor given")
     content_info = cms.ContentInfo.load(cms_der, strict=True)
@@ -130,9 +140,8 @@ def _verify(cms_der: bytes, content_digest: Callable[[str], bytes],
     content_type = attributes[ID_CONTENT_TYPE]
     if content_type.dotted != encapsulated["content_type"].dotted:
         raise VerificationError(f"content-type attribute {content_type.dotted} differs from the encapsulated type")
-    expected = content_digest(profile.digest)
     message_digest = attributes[ID_MESSAGE_DIGEST].native
-    if message_digest != expected:
+    if content_digest is not None and message_digest != content_digest(profile.digest):
         raise VerificationError(f"message-digest attribute does not match the content's {profile.digest} "
                                 f"(content altered, or signature made over other content)")
     signing_time = attributes[ID_SIGNING_TIME].native

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
-from cdr_mediation.portal import audit, cdrs, exports, openapi, proofs
+from cdr_mediation.portal import audit, cdrs, exports, openapi, proofs, verify
 from cdr_mediation.portal.adjustments import AdjustmentSettings
 from cdr_mediation.portal.adjustments import add_routes as add_adjustment_routes
 from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject, require_role
@@ -90,6 +90,7 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     exports.add_routes(app, archive=archive)
     audit.add_routes(app)
     openapi.add_routes(app)
+    verify.add_routes(app)  # POST /v1/cdr/chain/verify (verify.py)
     # Without settings (unit tests of other routes) adjustments are refused, never silently sent nowhere.
     add_adjustment_routes(app, adjustments or AdjustmentSettings(enabled=False, topic=""))
     return app

@@ -30,7 +30,9 @@ PROBE_PATHS = {"/healthz": "/healthz", "/readyz": "/readyz", "/metrics": "/metri
                "/v1/audit": "/v1/audit?limit=1", "/v1/openapi.json": "/v1/openapi.json",
                "/v1/adjustments/{adjustment_id}": "/v1/adjustments/00000000-0000-5000-8000-000000000000"}
 # Writes: a request that is refused for its content (400), never for the caller, when allowed.
-WRITE_PATHS = {"/v1/adjustments": ("/v1/adjustments", {})}
+# The verification names an unknown operator, so an allowed role gets a 404 and no run is made.
+WRITE_PATHS = {"/v1/adjustments": ("/v1/adjustments", {}),
+               "/v1/cdr/chain/verify": ("/v1/cdr/chain/verify", {"operator_id": "no-such-operator"})}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,8 @@ async def _post(url: str, document: dict, tls: ssl.SSLContext) -> tuple[int, dic
 
 async def _get(url: str, tls: ssl.SSLContext | None = None) -> tuple[int, dict | str]:
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, ssl=tls if tls is not None else False,
-                               timeout=aiohttp.ClientTimeout(total=20)) as response:
+        async with session.request(method, url, ssl=tls if tls is not None else False, json=body,
+                                   timeout=aiohttp.ClientTimeout(total=20)) as response:
             text = await response.text()
             try:
                 return response.status, json.loads(text)

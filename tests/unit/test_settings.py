@@ -155,3 +155,11 @@ def test_an_exporter_refuses_to_start_without_the_settings_of_its_delivery_chann
     check_worker_startup(Settings.load({**https, "CDR_HTTPS_URL": "https://127.0.0.1:8443",
                                         "CDR_HTTPS_CA_CERT": "ca.pem", "CDR_HTTPS_CLIENT_CERT": "client.pem",
                                         "CDR_HTTPS_CLIENT_KEY": "client.key"}))
+
+
+def test_the_verification_runs_daily_unless_told_otherwise():
+    assert Settings.load({}).chain_verify_interval_s == 86400
+    settings = Settings.load({"CDR_CHAIN_VERIFY_INTERVAL_S": "3600", "CDR_CHAIN_VERIFY_FAIL_FAST": "true"})
+    assert (settings.chain_verify_interval_s, settings.chain_verify_fail_fast) == (3600, True)
+    with pytest.raises(SettingsError, match="CDR_CHAIN_VERIFY_INTERVAL_S"):
+        Settings.load({"CDR_CHAIN_VERIFY_INTERVAL_S": "0"})

@@ -37,3 +37,10 @@ def test_every_route_the_portal_serves_has_an_entry_in_the_table():
     served = {(route.method, route.resource.canonical) for route in app.router.routes()
               if route.method != "HEAD" and route.resource is not None}
     assert served and served <= set(ACCESS), f"routes without an access entry: {sorted(served - set(ACCESS))}"
+
+
+def test_every_role_may_have_the_evidence_verified():
+    for role in Role:
+        authorise("POST", "/v1/cdr/chain/verify", role)
+    with pytest.raises(AccessRefused, match="open to no role"):
+        authorise("GET", "/v1/cdr/chain/verify", Role.ADMIN)

@@ -207,3 +207,28 @@ def test_checkpoint_rebuild_comparison(dev_chain, profile):
     second = sign_checkpoint(CHECKPOINT, identity=identity, signer=dev_chain.signer)
     expected = RebuildMatch.IDENTICAL if profile is SignatureProfile.ED25519 else RebuildMatch.SIGNATURE_REDRAWN
     assert compare_rebuilt_checkpoint(first.signature, second.signature, CHECKPOINT, first.key_id, leaf) is expected
+
+
+# --- the signer of a CMS kept without its content ------------------------------------------------
+
+def test_the_signer_of_a_cms_is_verified_without_the_content(three_level):
+    from cdr_mediation.infra.cms_verify import verify_detached_signer
+
+    signed = _sign_with((three_level["leaf"], three_level["intermediate"]), three_level["signer"])
+    verified = verify_detached_signer(signed, [three_level["root"]])
+    assert verified.signer == three_level["leaf"] and verified.signing_time == CUT_OFF
+    assert verified.message_digest == hashlib.sha512(CONTENT).digest()  # what the content must hash to
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_root = _certificate("other root", other_key.public_key(), other_key, ca=True)
+    with pytest.raises(VerificationError, match="no certification path"):
+        verify_detached_signer(signed, [other_root])
+
+
+def test_a_cms_whose_signed_attributes_were_altered_is_refused_without_the_content(three_level):
+    from cdr_mediation.infra.cms_verify import verify_detached_signer
+
+    signed = bytearray(_sign_with((three_level["leaf"], three_level["intermediate"]), three_level["signer"]))
+    at = bytes(signed).index(hashlib.sha512(CONTENT).digest())
+    signed[at] ^= 0x01  # the message-digest attribute: the signature over the attributes breaks
+    with pytest.raises(VerificationError, match="does not verify"):
+        verify_detached_signer(bytes(signed), [three_level["root"]])
