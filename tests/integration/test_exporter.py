@@ -101,41 +101,9 @@ async def _day_of_traffic(run: LocalPipeline) -> None:
 
 
 @pytest.mark.slow
-async def test_a_closed_day_becomes_a_signed_export_that_verifies(stack_env, stack, tmp_path):
-    run = LocalPipeline(stack_env, tmp_path, operators=2, partitions=2)
-    try:
-        run.start("bridge", "bridge")
-        run.start("worker", "worker", CDR_WORKER_AGENTS=AGENTS)
-        await _day_of_traffic(run)
-        _tick(run)
-        # Delivery follows signing at once: any of these shows the signing step is done.
-        states = await eventually(lambda: _in_states(run, {"SIGNED", "DELIVERED", "ACKED"}), timeout=240,
-                                  what="both operators' exports SIGNED")
-        assert set(states) == set(run.operators)
-
-        anchors = load_trust_anchors(Path(run.env["CDR_HSM_CA_CERT"]).read_bytes())
-        for operator_id in run.operators:
-            folder = run.work_dir / "worker-data" / "exports" / operator_id
-            (zip_path,) = folder.glob("*.zip")
-            assert zip_path.name.startswith("TD")  # the run's configuration marks test data
-            content = zip_path.read_bytes()
-            verified = verify_detached(zip_path.with_name(zip_path.name + ".p7s").read_bytes(), content, anchors)
-            assert verified.signing_time == DAY + dt.timedelta(days=1)  # the cut-off, not the clock
-            with zipfile.ZipFile(zip_path) as archive:
-                checkpoint_bytes = archive.read(CHECKPOINT_MEMBER)
-            checkpoint = Checkpoint.from_dict(json.loads(checkpoint_bytes))
-            assert checkpoint.record_count == await _day_cdrs(run, operator_id) > 0
-            assert checkpoint.file_sequence == 1
-            signature = zip_path.with_name(zip_path.name.removesuffix(".zip") + ".checkpoint.sig").read_bytes()
-            verify_checkpoint(checkpoint_bytes, signature, public_key_id(verified.signer), verified.signer)
-    finally:
-        run.stop_all()
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sftp", "https"])
-async def test_a_closed_day_is_delivered_to_the_regulator_with_its_signature(stack_env, stack, regulator, tmp_path,
-                                                                             method):
+async def test_a_closed_day_is_signed_verifiably_and_delivered_with_its_signature(stack_env, stack, regulator,
+                                                                                   tmp_path, method):
     run = LocalPipeline(stack_env, tmp_path, operators=2, partitions=2)
     try:
         run.start("bridge", "bridge")
@@ -147,10 +115,25 @@ async def test_a_closed_day_is_delivered_to_the_regulator_with_its_signature(sta
                          what=f"both exports DELIVERED over {method}", log=run.log_path("worker"), alive=worker)
 
         inbox = Path(regulator["inbox"])
+        anchors = load_trust_anchors(Path(run.env["CDR_HSM_CA_CERT"]).read_bytes())
         for operator_id in run.operators:
             folder = run.work_dir / "worker-data" / "exports" / operator_id
             (zip_path,) = folder.glob("*.zip")
+            assert zip_path.name.startswith("TD")  # the run's configuration marks test data
             content, cms = zip_path.read_bytes(), zip_path.with_name(zip_path.name + ".p7s").read_bytes()
+
+            # Signed in the HSM: the CMS verifies against the stack's CA, dated at the cut-off
+            # (not the clock); the checkpoint counts the day's CDRs and its own signature verifies.
+            verified = verify_detached(cms, content, anchors)
+            assert verified.signing_time == DAY + dt.timedelta(days=1)
+            with zipfile.ZipFile(zip_path) as archive:
+                checkpoint_bytes = archive.read(CHECKPOINT_MEMBER)
+            checkpoint = Checkpoint.from_dict(json.loads(checkpoint_bytes))
+            assert checkpoint.record_count == await _day_cdrs(run, operator_id) > 0
+            assert checkpoint.file_sequence == 1
+            signature = zip_path.with_name(zip_path.name.removesuffix(".zip") + ".checkpoint.sig").read_bytes()
+            verify_checkpoint(checkpoint_bytes, signature, public_key_id(verified.signer), verified.signer)
+
             zip_sha256, cms_sha256 = hashlib.sha256(content).hexdigest(), hashlib.sha256(cms).hexdigest()
             recorded = await _steps(run, operator_id)
             assert [event for event, _ in recorded][:3] == ["built", "signed", "delivered"]
