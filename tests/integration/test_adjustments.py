@@ -23,14 +23,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from cdr_mediation.domain.adjustment import CORRECTABLE_FIELDS
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.stack.process import free_port
-from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.observe import expected_cdr_ids, query_rows, wait_stored
 from tests.integration.support.portal import portal_tls
 from tests.integration.support.processes import eventually, spawn, stop
 
@@ -38,14 +37,6 @@ DAY = dt.datetime(2026, 10, 24, tzinfo=dt.timezone.utc)
 AGENTS = "ingest,store,rollup,rollup-store,exporter"
 ADMIN = "admin.portal.localhost"  # the CN of the stack's admin client certificate: the actor
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def _fetch(run: LocalPipeline, sql: str, *args):
-    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def _call(method: str, url: str, tls: ssl.SSLContext | bool, **kwargs) -> tuple[int, dict]:
@@ -62,7 +53,7 @@ def _tick(run: LocalPipeline, at: dt.datetime) -> None:
 
 
 async def _delivered(run: LocalPipeline, day: dt.date):
-    rows = await _fetch(run, "SELECT f.file_name, f.day_closed, (SELECT detail FROM export_transition t WHERE "
+    rows = await query_rows(run, "SELECT f.file_name, f.day_closed, (SELECT detail FROM export_transition t WHERE "
                              "t.operator_id = f.operator_id AND t.day = f.day AND t.to_state = 'BUILT' LIMIT 1) AS built, "
                              "(SELECT to_state FROM export_transition t WHERE t.operator_id = f.operator_id AND "
                              "t.day = f.day ORDER BY step DESC LIMIT 1) AS state "
@@ -106,7 +97,7 @@ async def test_an_adjustment_travels_from_the_portal_to_the_chain_the_rollups_an
         _tick(run, DAY + dt.timedelta(days=1, hours=2, minutes=1))
         first = await eventually(lambda: _delivered(run, DAY.date()), timeout=300, what="file 1 delivered",
                                  log=run.log_path("worker"), alive=worker)
-        rows = await _fetch(run, "SELECT cdr_id, amount_minor, status, done_at FROM cdr WHERE operator_id = $1 "
+        rows = await query_rows(run, "SELECT cdr_id, amount_minor, status, done_at FROM cdr WHERE operator_id = $1 "
                                  "AND amount_minor > 0 ORDER BY chain_seq", operator_id)
         voided, corrected = rows[0], rows[1]
 
@@ -126,7 +117,7 @@ async def test_an_adjustment_travels_from_the_portal_to_the_chain_the_rollups_an
                                     headers={"Idempotency-Key": "reg-1"})
         assert status == 403, error
 
-        [entry] = await _fetch(run, "SELECT * FROM cdr WHERE cdr_id = $1", corrected["cdr_id"])
+        [entry] = await query_rows(run, "SELECT * FROM cdr WHERE cdr_id = $1", corrected["cdr_id"])
         record = {name: entry[name] for name in CORRECTABLE_FIELDS}
         record["submitted_at"] = entry["submitted_at"].strftime("%Y-%m-%dT%H:%M:%S.") + \
             f"{entry['submitted_at'].microsecond // 1000:03d}Z"
@@ -142,7 +133,7 @@ async def test_an_adjustment_travels_from_the_portal_to_the_chain_the_rollups_an
 
         answers = await eventually(applied, timeout=180, what="both adjustments applied", log=run.log_path("worker"),
                                    alive=worker)
-        chain = await _fetch(run, "SELECT chain_seq, record_type, ref_cdr_id, amount_minor, ticket_ref, actor "
+        chain = await query_rows(run, "SELECT chain_seq, record_type, ref_cdr_id, amount_minor, ticket_ref, actor "
                                   "FROM cdr WHERE operator_id = $1 ORDER BY chain_seq", operator_id)
         assert [(r["record_type"], r["ref_cdr_id"], r["ticket_ref"], r["actor"]) for r in chain[day1:]] == [
             ("VOID", voided["cdr_id"], "OPS-1001", ADMIN), ("CORRECT", corrected["cdr_id"], "OPS-1002", ADMIN)]
@@ -166,11 +157,11 @@ async def test_an_adjustment_travels_from_the_portal_to_the_chain_the_rollups_an
 
         # The rollups of day 1 net both: the merged hours are the records in force, and
         # reconciliation against the stored chain finds no difference.
-        merged = await _fetch(run, "SELECT sum(records) AS records, sum(amount_minor) AS amount, "
+        merged = await query_rows(run, "SELECT sum(records) AS records, sum(amount_minor) AS amount, "
                                    "sum(adjustments_void) AS voids, sum(adjustments_correct) AS corrects "
                                    "FROM rollup_closed WHERE operator_id = $1 AND hour_start >= $2 AND hour_start < $3",
                               operator_id, DAY, DAY + dt.timedelta(days=1))
-        originals = await _fetch(run, "SELECT count(*) AS n, sum(amount_minor) AS amount FROM cdr WHERE operator_id = $1 "
+        originals = await query_rows(run, "SELECT count(*) AS n, sum(amount_minor) AS amount FROM cdr WHERE operator_id = $1 "
                                       "AND record_type = 'CDR' AND done_at < $2", operator_id, DAY + dt.timedelta(days=1))
         assert merged[0]["records"] == originals[0]["n"] - 1
         assert merged[0]["amount"] == originals[0]["amount"] - voided["amount_minor"] + 100
@@ -190,12 +181,12 @@ async def test_an_adjustment_travels_from_the_portal_to_the_chain_the_rollups_an
         assert verdict.returncode == 0, verdict.stderr
         assert json.loads(verdict.stdout)["file_name"] == second["file_name"]
 
-        audit = await _fetch(run, "SELECT actor, refs FROM audit_log WHERE action = 'adjustment.create' "
+        audit = await query_rows(run, "SELECT actor, refs FROM audit_log WHERE action = 'adjustment.create' "
                                   "AND refs->>'operator_id' = $1 ORDER BY audit_seq", operator_id)
         assert [(a["actor"], json.loads(a["refs"])["cdr_id"]) for a in audit] == [
             (ADMIN, voided["cdr_id"]), (ADMIN, corrected["cdr_id"])]
         log = portal_log.read_text() + run.log_path("worker").read_text()
-        for row in await _fetch(run, "SELECT msisdn FROM cdr WHERE operator_id = $1", operator_id):
+        for row in await query_rows(run, "SELECT msisdn FROM cdr WHERE operator_id = $1", operator_id):
             assert row["msisdn"] not in log
     finally:
         for process in processes:

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 
-import asyncpg
 import boto3
 import pytest
 
@@ -21,7 +20,7 @@ from cdr_mediation.domain.retention import retain_until
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from tests.integration.support.outage import SwitchableEndpoint
-from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.observe import expected_cdr_ids, query_rows, wait_stored
 from tests.integration.support.processes import eventually
 
 DAY = dt.datetime(2026, 10, 22, tzinfo=dt.timezone.utc)
@@ -29,23 +28,15 @@ AGENTS = "ingest,store,rollup,rollup-store,exporter"
 DLRS = 10_000
 
 
-async def _rows(run: LocalPipeline, sql: str, *args):
-    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def _acked(run: LocalPipeline):
-    rows = await _rows(run, "SELECT f.operator_id, (SELECT to_state FROM export_transition t WHERE t.operator_id = "
+    rows = await query_rows(run, "SELECT f.operator_id, (SELECT to_state FROM export_transition t WHERE t.operator_id = "
                             "f.operator_id AND t.day = f.day ORDER BY step DESC LIMIT 1) AS state FROM export_file f "
                             "WHERE f.operator_id LIKE $1 AND f.day = $2", f"{run.namespace}-%", DAY.date())
     return rows if len(rows) == len(run.operators) and all(r["state"] == "ACKED" for r in rows) else None
 
 
 async def _archived(run: LocalPipeline):
-    rows = await _rows(run, "SELECT * FROM export_archive WHERE operator_id LIKE $1 AND day = $2 ORDER BY object_key",
+    rows = await query_rows(run, "SELECT * FROM export_archive WHERE operator_id LIKE $1 AND day = $2 ORDER BY object_key",
                        f"{run.namespace}-%", DAY.date())
     return rows if len(rows) == 5 * len(run.operators) else None
 
@@ -76,7 +67,7 @@ async def test_ten_thousand_dlrs_to_an_acknowledged_archived_export_that_rebuild
         await eventually(lambda: _acked(run), timeout=300, what="both exports ACKED", log=log, alive=worker)
         # S3 was unreachable all along: nothing is archived, the failures are in the log, and
         # nothing was lost. Then it comes back, and the follow-up archives everything.
-        assert await _rows(run, "SELECT 1 FROM export_archive WHERE operator_id LIKE $1", f"{run.namespace}-%") == []
+        assert await query_rows(run, "SELECT 1 FROM export_archive WHERE operator_id LIKE $1", f"{run.namespace}-%") == []
         assert "export object not archived; retried at the next poll" in log.read_text()
         await s3.up()
         archived = await eventually(lambda: _archived(run), timeout=120, what="every export object archived",

@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from cdr_mediation.codecs.rap import decode_rap
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline, export_config_document
 from cdr_mediation.stack.process import free_port
-from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.observe import expected_cdr_ids, query_rows, wait_stored
 from tests.integration.support.processes import eventually
 
 DAY = dt.datetime(2026, 10, 21, tzinfo=dt.timezone.utc)
@@ -42,16 +41,8 @@ async def _control(regulator: dict, method: str, path: str, body: dict | None = 
             return await response.json()
 
 
-async def _query(run: LocalPipeline, sql: str, *args):
-    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def _steps(run: LocalPipeline, operator_id: str) -> list[tuple[str, str, dict]]:
-    rows = await _query(run, "SELECT event, to_state, detail, actor FROM export_transition WHERE operator_id = $1 "
+    rows = await query_rows(run, "SELECT event, to_state, detail, actor FROM export_transition WHERE operator_id = $1 "
                              "AND day = $2 ORDER BY step", operator_id, DAY.date())
     return [(r["event"], r["to_state"], {**json.loads(r["detail"]), "_actor": r["actor"]}) for r in rows]
 

@@ -18,13 +18,12 @@ import zipfile
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.stack.process import free_port
-from tests.integration.support.observe import expected_cdr_ids, wait_stored
+from tests.integration.support.observe import expected_cdr_ids, query_rows, wait_stored
 from tests.integration.support.portal import portal_tls
 from tests.integration.support.processes import eventually, spawn, stop
 
@@ -35,16 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 VERIFIER = REPO / "tools" / "verify_proof.py"
 
 
-async def _fetch(run: LocalPipeline, sql: str, *args):
-    conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def _delivered(run: LocalPipeline):
-    rows = await _fetch(run, "SELECT f.operator_id, f.file_name, (SELECT to_state FROM export_transition t WHERE "
+    rows = await query_rows(run, "SELECT f.operator_id, f.file_name, (SELECT to_state FROM export_transition t WHERE "
                              "t.operator_id = f.operator_id AND t.day = f.day ORDER BY step DESC LIMIT 1) AS state "
                              "FROM export_file f WHERE f.operator_id LIKE $1 AND f.day = $2",
                         f"{run.namespace}-%", DAY.date())
@@ -100,7 +91,7 @@ async def test_the_portal_serves_proofs_that_the_standalone_verifier_accepts(sta
                                       spacing_ms=72_000, id_prefix=f"{run.namespace}-proof"))
         stored = await _publish(run, traffic)
         await wait_stored(run, stored, timeout=240, what="CDRs of the day")
-        rows = await _fetch(run, "SELECT cdr_id, operator_id, chain_seq, msisdn FROM cdr WHERE operator_id LIKE $1 "
+        rows = await query_rows(run, "SELECT cdr_id, operator_id, chain_seq, msisdn FROM cdr WHERE operator_id LIKE $1 "
                                  "ORDER BY operator_id, chain_seq", f"{run.namespace}-%")
         status, body = await _get(f"{base}/v1/cdrs/{rows[0]['cdr_id']}/proof", regulator)
         assert status == 409 and json.loads(body)["error"]["code"] == "day_not_exported", body
@@ -151,7 +142,7 @@ async def test_the_portal_serves_proofs_that_the_standalone_verifier_accepts(sta
                                    operators=run.operators[:1], id_prefix=f"{run.namespace}-late"))
         await _publish(run, late)
         await wait_stored(run, stored + 1, timeout=120, what="the late CDR")
-        (late_row,) = await _fetch(run, "SELECT cdr_id FROM cdr WHERE dlr_id = $1", late[0]["dlr_id"])
+        (late_row,) = await query_rows(run, "SELECT cdr_id FROM cdr WHERE dlr_id = $1", late[0]["dlr_id"])
         status, body = await _get(f"{base}/v1/cdrs/{late_row['cdr_id']}/proof", regulator)
         assert status == 409 and json.loads(body)["error"]["code"] == "after_day_close", body
 

@@ -21,6 +21,15 @@ from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.topology.transport import fetch_highwaters
 
 
+async def query_rows(pipeline: LocalPipeline, sql: str, *args) -> list:
+    """The rows of one query against the pipeline's PostgreSQL, on a connection of its own."""
+    conn = await asyncpg.connect(pipeline.env["CDR_PG_DSN"])
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
 async def read_topic(bootstrap: str, topic: str) -> list:
     """Every record of `topic`, partition by partition, up to the high watermark of now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
