@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from cdr_mediation.infra.postgres.predicates import Predicates
 from cdr_mediation.infra.postgres.cdr_store import COLUMNS, row_to_mapping
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM cdr"
@@ -37,29 +38,24 @@ class EntryFilters:
 async def search_entries(conn, filters: EntryFilters, *, after: tuple[str, int] | None, limit: int) -> list[dict]:
     """Up to `limit` stored entries (`row_to_mapping`: the entry plus ``record_hash``) matching
     every filter given, in (operator_id, chain_seq) order, after the key `after`."""
-    conditions, args = [], []
-
-    def arg(value) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    # Only the predicates given are in the statement, so the planner sees plain index conditions.
+    where = Predicates()
+    arg = where.arg
     if filters.msisdn is not None:
-        conditions.append(f"msisdn = {arg(filters.msisdn)}")
+        where.add(f"msisdn = {arg(filters.msisdn)}")
     if filters.operator_id is not None:
-        conditions.append(f"operator_id = {arg(filters.operator_id)}")
+        where.add(f"operator_id = {arg(filters.operator_id)}")
     if after is not None:
-        conditions.append(f"(operator_id, chain_seq) > ({arg(after[0])}, {arg(after[1])}::bigint)")
+        where.add(f"(operator_id, chain_seq) > ({arg(after[0])}, {arg(after[1])}::bigint)")
     if filters.start is not None:
-        conditions.append(f"done_at >= {arg(filters.start)}")
+        where.add(f"done_at >= {arg(filters.start)}")
     if filters.end is not None:
-        conditions.append(f"done_at < {arg(filters.end)}")
+        where.add(f"done_at < {arg(filters.end)}")
     if filters.status is not None:
-        conditions.append(f"status = {arg(filters.status)}")
+        where.add(f"status = {arg(filters.status)}")
     if filters.record_type is not None:
-        conditions.append(f"record_type = {arg(filters.record_type)}")
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = await conn.fetch(f"{_SELECT}{where} ORDER BY operator_id, chain_seq LIMIT {arg(limit)}", *args)
+        where.add(f"record_type = {arg(filters.record_type)}")
+    statement = f"{_SELECT}{where.where()} ORDER BY operator_id, chain_seq LIMIT {arg(limit)}"
+    rows = await conn.fetch(statement, *where.args)
     return [row_to_mapping(row) for row in rows]
 
 

@@ -20,6 +20,8 @@ _LATEST = (
     "  SELECT to_state, event, at, step FROM export_transition t WHERE t.operator_id = f.operator_id AND t.day = f.day"
     "  ORDER BY step DESC LIMIT 1) t ON true")
 
+from cdr_mediation.infra.postgres.predicates import Predicates
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportFilters:
@@ -41,26 +43,22 @@ def _utc(moment: dt.datetime) -> str:
 
 
 async def search_exports(conn, filters: ExportFilters, *, after: tuple[str, dt.date] | None, limit: int) -> list[dict]:
-    conditions, args = [], []
-
-    def arg(value) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    where = Predicates()
+    arg = where.arg
     if filters.operator_id is not None:
-        conditions.append(f"f.operator_id = {arg(filters.operator_id)}")
+        where.add(f"f.operator_id = {arg(filters.operator_id)}")
     if filters.day is not None:
-        conditions.append(f"f.day = {arg(filters.day)}")
+        where.add(f"f.day = {arg(filters.day)}")
     if filters.from_day is not None:
-        conditions.append(f"f.day >= {arg(filters.from_day)}")
+        where.add(f"f.day >= {arg(filters.from_day)}")
     if filters.to_day is not None:
-        conditions.append(f"f.day < {arg(filters.to_day)}")
+        where.add(f"f.day < {arg(filters.to_day)}")
     if after is not None:
-        conditions.append(f"(f.operator_id, f.day) > ({arg(after[0])}, {arg(after[1])}::date)")
+        where.add(f"(f.operator_id, f.day) > ({arg(after[0])}, {arg(after[1])}::date)")
     if filters.state is not None:
-        conditions.append(f"coalesce(t.to_state, 'PENDING') = {arg(filters.state.value)}")
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = await conn.fetch(f"{_LATEST}{where} ORDER BY f.operator_id, f.day LIMIT {arg(limit)}", *args)
+        where.add(f"coalesce(t.to_state, 'PENDING') = {arg(filters.state.value)}")
+    statement = f"{_LATEST}{where.where()} ORDER BY f.operator_id, f.day LIMIT {arg(limit)}"
+    rows = await conn.fetch(statement, *where.args)
     return [export_summary(row) for row in rows]
 
 
