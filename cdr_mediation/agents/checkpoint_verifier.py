@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from cdr_mediation.agents.export_build import file_rows
+from cdr_mediation.agents.export_build import ExportBuildError, file_rows
 from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.checkpoint import Checkpoint, CheckpointBuilder, CheckpointError
 from cdr_mediation.domain.day_close import DayClosed
@@ -78,6 +78,8 @@ async def verify_export(conn, export: ExportEvidence, trust_anchors: Sequence[x5
         recomputed = (await recompute_checkpoint(conn, closed, export.file_name)).to_dict()
     except CheckpointError as exc:  # rows the build itself would have refused
         return verdict(CheckpointStatus.MISMATCH, f"the stored rows do not make a file: {exc}")
+    except ExportBuildError as exc:  # which rows the file holds cannot be told (an earlier file is unknown)
+        return verdict(CheckpointStatus.MISMATCH, f"the file's content cannot be determined: {exc}")
 
     problems = []
     for generation in generations:

@@ -27,6 +27,7 @@ class Stack:
 
     def up(self) -> dict[str, Health]:
         """Start every component (they are independent, so concurrently); keep healthy ones."""
+        _import_before_threads()
         with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
             futures = {name: pool.submit(c.start) for name, c in self.components.items()}
         failures = {}
@@ -116,3 +117,15 @@ class Stack:
         if not target.exists():
             target.write_bytes(resources.files("cdr_mediation.stack").joinpath(packaged).read_bytes())
         return target
+
+
+def _import_before_threads() -> None:
+    """Import the packages the components import lazily, once, before their threads start.
+
+    Two threads importing the same package for the first time can trip the import system's
+    deadlock detection on a circular import inside it (seen: `_DeadlockError` on
+    cryptography.hazmat.backends.openssl.backend while the SFTP and HSM components started).
+    """
+    import asyncssh  # noqa: F401  (imports cryptography's OpenSSL backend)
+    import cryptography.hazmat.backends.openssl.backend  # noqa: F401
+    import cryptography.x509  # noqa: F401

@@ -67,8 +67,8 @@ async def _post(url: str, document: dict, tls: ssl.SSLContext) -> tuple[int, dic
 
 async def _get(url: str, tls: ssl.SSLContext | None = None) -> tuple[int, dict | str]:
     async with aiohttp.ClientSession() as session:
-        async with session.request(method, url, ssl=tls if tls is not None else False, json=body,
-                                   timeout=aiohttp.ClientTimeout(total=20)) as response:
+        async with session.get(url, ssl=tls if tls is not None else False,
+                               timeout=aiohttp.ClientTimeout(total=20)) as response:
             text = await response.text()
             try:
                 return response.status, json.loads(text)

@@ -97,3 +97,25 @@ def test_unreadable_evidence_is_a_problem_not_a_crash(chain):
     missing = FileGeneration(1, generation.zip_sha256, generation.checkpoint,
                              {k: v for k, v in generation.signed.items() if k != "checkpoint_signature"})
     assert "unreadable" in signature_problem(missing, DAY, [chain.ca_cert])
+
+
+async def test_a_file_whose_earlier_files_are_unknown_is_a_mismatch_not_a_crash(chain):
+    """Which late entries and adjustments a file carries depends on the files before it
+    (domain/file_scope.py); without them the content cannot be recomputed, and the run reports
+    that file instead of failing as a whole."""
+    from cdr_mediation.agents.checkpoint_verifier import verify_export
+    from cdr_mediation.domain.verification import CheckpointStatus
+    from cdr_mediation.infra.postgres.verification_store import ExportEvidence
+
+    class NoEarlierFiles:  # the one query the scope needs: the operator's earlier files
+        async def fetch(self, sql, *args):
+            assert "FROM export_file" in sql
+            return []
+
+    closed = {"operator_id": "op-a", "day": DAY, "closed_by": "event", "chain_head_seq": 9,
+              "chain_head_hash": "b" * 64, "watermark": "2026-11-04T02:00:00.000Z", "day_sequence": 5}
+    export = ExportEvidence("op-a", DAY, "CDAFGAWATRAA00005", closed,
+                            [(1, "built", {"zip_sha256": "c" * 64, "checkpoint": _checkpoint()})])
+    verdict = await verify_export(NoEarlierFiles(), export, [chain.ca_cert], cold_through_seq=0)
+    assert verdict.status is CheckpointStatus.MISMATCH
+    assert "earlier closes [1, 2, 3, 4] are unknown" in verdict.detail
