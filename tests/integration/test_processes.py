@@ -86,7 +86,7 @@ async def test_portal_readiness_reports_a_dependency_that_is_down(portal, stack_
 
 
 @pytest.mark.slow
-def test_main_job_runs_worker_portal_and_generator_then_stops_cleanly(stack, stack_env):
+def test_main_job_runs_worker_portal_relay_and_generator_then_stops_cleanly(stack, stack_env):
     result = subprocess.run([sys.executable, *CDRMED, "dev", "--state-dir", str(stack.state.root), "--seconds", "20",
                              "--rate", "40"], env=stack_env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,6 +94,6 @@ def test_main_job_runs_worker_portal_and_generator_then_stops_cleanly(stack, sta
     events = [line for line in lines if "job" in line]
     assert [e["job"] for e in events] == ["running", "stopped"]
     assert all(component["healthy"] for component in events[0]["stack"].values())
-    assert events[1]["exit_codes"] == {"worker": 0, "portal": 0, "bridge": 0, "generator": 0}
+    assert events[1]["exit_codes"] == {"worker": 0, "portal": 0, "bridge": 0, "relay": 0, "generator": 0}
     published = [line for line in lines if "published" in line]
     assert published and published[0]["published"] > 100

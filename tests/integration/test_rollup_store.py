@@ -39,32 +39,45 @@ def new_operator(prefix: str = "roll") -> str:
 
 
 def chain(operator_id: str, moments: list[dt.datetime], head: ChainHead | None = None,
-          void_every: int = 0) -> tuple[list[tuple[dict, str]], ChainHead]:
+          void_every: int = 0) -> tuple[list[tuple], ChainHead]:
     """Linked entries of one operator with these done_at moments, continuing `head`.
 
-    Statuses cycle; DELIVERED ones are billable with 1-3 segments; with `void_every`, every n-th
-    entry is a VOID of the entry before it (an adjustment: counted apart from the totals)."""
+    Statuses cycle; DELIVERED ones are billable with 1-3 segments. With `void_every`, every n-th
+    entry is instead a VOID of the latest original still in force, as the ingest agent makes one
+    (docs/adjustments.md): the original's values and done_at, zero amounts, and — like the CDR
+    topic carries it — the superseded version as a third item: (entry, record_hash, supersedes)."""
     head = head or ChainHead.genesis(operator_id)
-    pairs: list[tuple[dict, str]] = []
+    pairs: list[tuple] = []
+    in_force: list[dict] = []
     for moment in moments:
         n = head.chain_seq + 1
+        if void_every and n % void_every == 0 and in_force:
+            original = in_force.pop()
+            unlinked = Cdr.from_entry({**original, "record_type": RecordType.VOID.value,
+                                       "cdr_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{operator_id}/{n}")),
+                                       "billable": False, "amount_minor": 0, "tax_minor": 0,
+                                       "ref_cdr_id": original["cdr_id"], "ticket_ref": f"T-{n}", "actor": "admin",
+                                       "chain_seq": 0, "prev_hash": ""})
+            linked, record_hash = link(head, unlinked)
+            pairs.append((linked.to_entry(), record_hash, original))
+            head = head.advance(linked, record_hash)
+            continue
         status = STATUS_CYCLE[n % len(STATUS_CYCLE)]
         segments = 1 + n % 3
         billable = status is DlrStatus.DELIVERED
-        void = bool(void_every and n % void_every == 0 and pairs)
         unlinked = Cdr(
-            record_type=RecordType.VOID if void else RecordType.CDR,
+            record_type=RecordType.CDR,
             cdr_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{operator_id}/{n}")),
             dlr_id=f"{operator_id}-dlr-{n}", message_id=f"m-{n}", tenant_id="tenant-a", operator_id=operator_id,
             sender_id="BANKCO", msisdn="+447700900123", status=status, submitted_at=format_utc(moment),
-            done_at=format_utc(moment), segments=segments, billable=billable and not void,
-            unit_price_minor=7, amount_minor=0 if void or not billable else 7 * segments,
-            tax_minor=0 if void or not billable else segments, currency="EUR", pricing_version="p1",
+            done_at=format_utc(moment), segments=segments, billable=billable,
+            unit_price_minor=7, amount_minor=7 * segments if billable else 0,
+            tax_minor=segments if billable else 0, currency="EUR", pricing_version="p1",
             error_code=None if billable else "E1", smsc_id="smsc-1", chain_seq=0, prev_hash="",
-            ref_cdr_id=pairs[-1][0]["cdr_id"] if void else None,
         )
         linked, record_hash = link(head, unlinked)
         pairs.append((linked.to_entry(), record_hash))
+        in_force.append(pairs[-1][0])
         head = head.advance(linked, record_hash)
     return pairs, head
 
