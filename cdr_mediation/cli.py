@@ -607,6 +607,15 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from cdr_mediation.stack.bench_soak import install_sigterm_as_interrupt, run_soak, soak_exit_status
+
+    install_sigterm_as_interrupt()
+    result = asyncio.run(run_soak(Path(args.state_dir), rate=args.rate, minutes=args.minutes, workers=args.workers,
+                                  partitions=args.partitions, exporter=args.exporter))
+    return soak_exit_status(result)
+
+
 def cmd_bench_rollup(args: argparse.Namespace) -> int:
     from cdr_mediation.stack.bench_rollup import run_rollup_bench
 
@@ -754,6 +763,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--rate", type=float, default=None,
                         help="offer DLRs at this rate per second (default: as fast as JetStream acks them)")
     ingest.set_defaults(func=cmd_bench_ingest)
+    soak = with_state_dir(bench.add_parser("soak", help="a steady DLR rate through the whole pipeline: per-minute "
+                                                        "JSON lines, then a summary (exit 1 if DLRs were lost)"))
+    soak.add_argument("--rate", type=float, required=True, help="DLRs per second offered to JetStream")
+    soak.add_argument("--minutes", type=float, required=True, help="how long to publish (then drain)")
+    soak.add_argument("--workers", type=int, default=2, help="worker processes, each running every agent")
+    soak.add_argument("--partitions", type=int, default=4)
+    soak.add_argument("--exporter", action="store_true", help="workers also run the exporter (closed days are "
+                                                               "exported, signed and delivered)")
+    soak.set_defaults(func=cmd_bench_soak)
     rollup = with_state_dir(bench.add_parser("rollup", help="the rollup agent alone over CDRs already in the topic"))
     rollup.add_argument("--events", type=int, default=200_000)
     rollup.add_argument("--partitions", type=int, default=4)
