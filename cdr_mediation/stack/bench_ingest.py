@@ -30,6 +30,7 @@ from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.manager import Stack
 from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.stack.process import free_port
+from cdr_mediation.stack.process_tree import tree_counters
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -53,29 +54,8 @@ async def _wait_for(conn, operators, count: int, timeout: float) -> None:
 
 
 def _tree_cpu_ticks(roots: dict[int, str]) -> dict[str, tuple[int, int]]:
-    """(utime, stime) clock ticks of every live process, summed per named root process and its
-    descendants (PostgreSQL forks a backend per connection, each in its own session)."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        pid = int(entry.name)
-        parent[pid], ticks[pid] = int(fields[1]), (int(fields[11]), int(fields[12]))
-    totals = {name: (0, 0) for name in roots.values()}
-    for pid, (user, system) in ticks.items():
-        node = pid
-        while node > 1 and node not in roots:
-            node = parent.get(node, 0)
-        if node in roots:
-            before = totals[roots[node]]
-            totals[roots[node]] = (before[0] + user, before[1] + system)
-    return totals
+    """(utime, stime) clock ticks of each named root process and its descendants."""
+    return {name: (user, system) for name, (user, system, _) in tree_counters(roots).items()}
 
 
 def _machine_ticks() -> tuple[int, int]:

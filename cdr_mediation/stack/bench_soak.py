@@ -57,6 +57,7 @@ from cdr_mediation.domain.synthetic import synthetic_dlrs
 from cdr_mediation.stack.bench_ingest import START, _stack_pids, _stored
 from cdr_mediation.stack.manager import Stack
 from cdr_mediation.stack.pipeline import LocalPipeline
+from cdr_mediation.stack.process_tree import PAGE_MB, TICK_S, tree_counters
 
 SEED_DLR_PER_H = 500_000
 SEED_MINUTES = 60
@@ -70,8 +71,6 @@ GROWTH_LIMIT_SHARE_PER_H = 0.05
 TREND_MIN_S = 600.0
 DRAIN_STALL_S = 120.0
 STACK_SERVERS = frozenset({"nats", "kafka", "postgres"})
-_TICK = os.sysconf("SC_CLK_TCK")
-_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ---- pure parts (unit-tested) ------------------------------------------------------------------
@@ -193,28 +192,8 @@ def _round(value: float | None) -> float | None:
 
 def tree_usage(roots: dict[int, str]) -> dict[str, tuple[float, float]]:
     """(CPU seconds since start, RSS MB) of each named root process and its descendants."""
-    parent: dict[int, int] = {}
-    usage: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        pid = int(entry.name)
-        parent[pid] = int(fields[1])
-        usage[pid] = (int(fields[11]) + int(fields[12]), int(fields[21]))  # utime + stime, rss pages
-    totals = {name: [0, 0] for name in roots.values()}
-    for pid, (ticks, pages) in usage.items():
-        node = pid
-        while node > 1 and node not in roots:
-            node = parent.get(node, 0)
-        if node in roots:
-            totals[roots[node]][0] += ticks
-            totals[roots[node]][1] += pages
-    return {name: (ticks / _TICK, pages * _PAGE_MB) for name, (ticks, pages) in totals.items()}
+    return {name: ((user + system) * TICK_S, pages * PAGE_MB)
+            for name, (user, system, pages) in tree_counters(roots).items()}
 
 
 # ---- the run -----------------------------------------------------------------------------------
