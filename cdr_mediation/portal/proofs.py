@@ -28,7 +28,7 @@ from aiohttp import web
 
 from cdr_mediation.portal.db import PortalDatabase
 from cdr_mediation.portal.errors import ApiError
-from cdr_mediation.portal.rollups import bad_request
+from cdr_mediation.portal.query import bad_request
 
 log = logging.getLogger(__name__)
 

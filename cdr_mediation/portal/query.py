@@ -79,8 +79,6 @@ def one_of(params: Mapping[str, str], name: str, values: Collection[str]) -> str
 
 def instant(params: Mapping[str, str], name: str) -> dt.datetime | None:
     """An RFC 3339 instant with an offset, as an aware UTC datetime."""
-    from cdr_mediation.portal.rollups import parse_instant
-
     text = params.get(name)
     return None if text is None else parse_instant(name, text)
 
@@ -103,3 +101,27 @@ def day(params: Mapping[str, str], name: str) -> dt.date | None:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise bad_request(f"{name}={text[:40]!r} is not a day (YYYY-MM-DD, UTC)") from None
+
+
+# "+01:00" in an unencoded query string arrives as " 01:00" ("+" means space there).
+_SPACE_FOR_PLUS = re.compile(r"(.*[0-9]) ([0-9]{2}(?::?[0-9]{2})?)")
+_UTC = dt.timezone.utc
+
+
+def parse_instant(name: str, text: str) -> dt.datetime:
+    """An ISO 8601 instant with a UTC offset (``Z`` or ``±hh:mm``), as an aware UTC datetime."""
+    candidates = [text]
+    if (match := _SPACE_FOR_PLUS.fullmatch(text)) is not None:
+        candidates.append(f"{match[1]}+{match[2]}")
+    for candidate in candidates:
+        try:
+            moment = dt.datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise bad_request(f"{name}={text!r} has no UTC offset: give an instant such as 2026-11-01T10:00:00Z")
+        try:
+            return moment.astimezone(_UTC)
+        except OverflowError:
+            break
+    raise bad_request(f"{name}={text!r} is not an ISO 8601 instant such as 2026-11-01T10:00:00Z")

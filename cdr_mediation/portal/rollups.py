@@ -44,6 +44,7 @@ from aiohttp import web
 
 from cdr_mediation.portal.db import PortalDatabase
 from cdr_mediation.portal.errors import ApiError
+from cdr_mediation.portal.query import bad_request, checked, parse_instant
 from cdr_mediation.domain.cdr import format_utc
 from cdr_mediation.domain.dlr import PATTERNS
 from cdr_mediation.domain.rollup import (
@@ -62,13 +63,7 @@ PARAMETERS = ("operator", "from", "to")
 WORKER_TIMEOUT_S = 15.0  # above the worker's own forwarding timeout (10 s): one hop fits
 _OPERATOR = re.compile(PATTERNS["operator_id"])
 _UTC = dt.timezone.utc
-# "+01:00" in an unencoded query string arrives as " 01:00" ("+" means space there).
-_SPACE_FOR_PLUS = re.compile(r"(.*[0-9]) ([0-9]{2}(?::?[0-9]{2})?)")
 _STATE_FIELDS = tuple(field.name for field in dataclasses.fields(OperatorRollupState))
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -85,34 +80,9 @@ class RollupQuery:
         return hours_overlapping(self.start, self.end)
 
 
-def parse_instant(name: str, text: str) -> dt.datetime:
-    """An ISO 8601 instant with a UTC offset (``Z`` or ``±hh:mm``), as an aware UTC datetime."""
-    candidates = [text]
-    if (match := _SPACE_FOR_PLUS.fullmatch(text)) is not None:
-        candidates.append(f"{match[1]}+{match[2]}")
-    for candidate in candidates:
-        try:
-            moment = dt.datetime.fromisoformat(candidate)
-        except ValueError:
-            continue
-        if moment.tzinfo is None or moment.utcoffset() is None:
-            raise bad_request(f"{name}={text!r} has no UTC offset: give an instant such as 2026-11-01T10:00:00Z")
-        try:
-            return moment.astimezone(_UTC)
-        except OverflowError:
-            break
-    raise bad_request(f"{name}={text!r} is not an ISO 8601 instant such as 2026-11-01T10:00:00Z")
-
-
 def parse_query(query: Mapping[str, str] | Any) -> RollupQuery:
     """The request's parameters, checked; every problem is a 400 with a message saying which."""
-    keys = list(query.keys())
-    unknown = sorted(set(keys) - set(PARAMETERS))
-    if unknown:
-        raise bad_request(f"unknown parameter(s) {', '.join(unknown)}; expected operator, from, to")
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise bad_request(f"parameter(s) {', '.join(repeated)} given more than once")
+    query = checked(query, PARAMETERS)
     missing = [name for name in PARAMETERS if not query.get(name)]
     if missing:
         raise bad_request(f"missing parameter(s) {', '.join(missing)}: "
