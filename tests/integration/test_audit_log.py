@@ -5,7 +5,6 @@ order and delivery, and the first writers (export transitions, `cdrmed verify`).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -18,8 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cdr_mediation.agents.outbox_relay import relay_batch
 from cdr_mediation.domain.audit import AuditDraft, AuditHead, append
-from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc
-from cdr_mediation.domain.chain import ChainHead, link
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_lifecycle import ExportEvent as E
 from cdr_mediation.infra.postgres.audit_store import (
@@ -43,26 +40,11 @@ from cdr_mediation.infra.postgres.outbox import (
     try_lead,
 )
 
+from .support.chains import simple_chain
 from .support.processes import eventually, spawn, stop, tail
 
 CDRMED = [sys.executable, "-m", "cdr_mediation.cli"]
 DAY = "2026-11-03"
-
-
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def owner_conn(stack):
-    """The schema owner (via the superuser's socket): stronger than the app role, still refused."""
-    connection = await stack.components["postgres"]._superuser("cdr")
-    await connection.execute("SET ROLE cdr_owner")
-    yield connection
-    await connection.close()
 
 
 def run_cdrmed(env: dict, repo_root, *args: str) -> subprocess.CompletedProcess:
@@ -292,26 +274,9 @@ async def test_every_export_transition_writes_its_audit_row_referencing_the_step
     assert cms not in json.dumps([e.to_row() for e in entries])  # evidence is referenced, not copied
 
 
-def _cdrs(operator_id: str, count: int) -> list[tuple[dict, str]]:
-    head, pairs = ChainHead.genesis(operator_id), []
-    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
-    for n in range(count):
-        moment = format_utc(start + dt.timedelta(seconds=n))
-        unlinked = Cdr(
-            record_type=RecordType.CDR, cdr_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{operator_id}/{n}")),
-            dlr_id=f"{operator_id}-dlr-{n}", message_id=f"m-{n}", tenant_id="tenant-a", operator_id=operator_id,
-            sender_id="BANKCO", msisdn="+447700900123", status=DlrStatus.DELIVERED, submitted_at=moment,
-            done_at=moment, segments=1, billable=True, unit_price_minor=5, amount_minor=5, tax_minor=1,
-            currency="EUR", pricing_version="p1", error_code=None, smsc_id="smsc-1", chain_seq=0, prev_hash="")
-        linked, digest = link(head, unlinked)
-        pairs.append((linked.to_entry(), digest))
-        head = head.advance(linked, digest)
-    return pairs
-
-
 async def test_cdrmed_verify_records_its_result_in_the_audit_log(conn, stack_env, repo_root):
     operator_id = f"aud-verify-{uuid.uuid4().hex[:8]}"
-    pairs = _cdrs(operator_id, 7)
+    pairs = simple_chain(operator_id, 7)
     await append_entries(conn, pairs)
     before = await head_seq(conn)
     result = run_cdrmed(stack_env, repo_root, "verify", "--operator", operator_id)

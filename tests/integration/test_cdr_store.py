@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
-import asyncpg
 import pytest
 
-from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc
-from cdr_mediation.domain.chain import ChainHead, link
 from cdr_mediation.infra.postgres.cdr_store import ChainFork, append_entries, iter_chain
-
-
-def _chain(operator_id: str, count: int) -> list[tuple[dict, str]]:
-    """`count` linked entries of one operator, as the ingest agent emits them."""
-    head, pairs = ChainHead.genesis(operator_id), []
-    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
-    for n in range(count):
-        moment = format_utc(start + dt.timedelta(seconds=n))
-        unlinked = Cdr(
-            record_type=RecordType.CDR, cdr_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{operator_id}/{n}")),
-            dlr_id=f"{operator_id}-dlr-{n}", message_id=f"m-{n}", tenant_id="tenant-a", operator_id=operator_id,
-            sender_id="BANKCO", msisdn="+447700900123", status=DlrStatus.DELIVERED, submitted_at=moment,
-            done_at=moment, segments=1, billable=True, unit_price_minor=5, amount_minor=5, tax_minor=1,
-            currency="EUR", pricing_version="p1", error_code=None, smsc_id="smsc-1", chain_seq=0,
-            prev_hash="",
-        )
-        linked, record_hash = link(head, unlinked)
-        pairs.append((linked.to_entry(), record_hash))
-        head = head.advance(linked, record_hash)
-    return pairs
-
-
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
+from tests.integration.support.chains import simple_chain
 
 
 async def _stored(conn, operator_id: str) -> list[dict]:
@@ -46,7 +16,7 @@ async def _stored(conn, operator_id: str) -> list[dict]:
 
 async def test_a_batch_delivered_again_is_stored_once(conn):
     operator_id = f"store-{uuid.uuid4().hex[:8]}"
-    pairs = _chain(operator_id, 40)
+    pairs = simple_chain(operator_id, 40)
     assert await append_entries(conn, pairs[:25]) == 25
     assert await append_entries(conn, pairs[:25]) == 0  # the same record again (at-least-once)
     assert await append_entries(conn, pairs[10:40]) == 15  # overlapping: only the new part
@@ -57,7 +27,7 @@ async def test_a_batch_delivered_again_is_stored_once(conn):
 
 async def test_a_contradicting_entry_is_a_fork_and_nothing_of_its_batch_is_stored(conn):
     operator_id = f"store-{uuid.uuid4().hex[:8]}"
-    pairs = _chain(operator_id, 20)
+    pairs = simple_chain(operator_id, 20)
     assert await append_entries(conn, pairs[:10]) == 10
     # Another chain's entry at seq 5 (different content, so a different hash), next to new entries.
     forged = {**pairs[4][0], "amount_minor": 6}

@@ -81,22 +81,6 @@ def raw_s3(settings):
 
 
 @pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def owner_conn(stack):
-    """A session of the schema owner (via the superuser's local socket): stronger than the app role."""
-    connection = await stack.components["postgres"]._superuser("cdr")
-    await connection.execute(f"SET ROLE {OWNER_ROLE}")
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 def operator_id() -> str:
     return f"cold-{uuid.uuid4().hex[:10]}"
 

@@ -9,7 +9,6 @@ import hashlib
 import json
 import zipfile
 
-import asyncpg
 import pytest
 
 from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, ExportBuildError, build_day_export
@@ -25,13 +24,6 @@ from tests.unit.codecs.codec_factories import reference_tap
 
 UTC = dt.timezone.utc
 DAY = dt.datetime(2026, 11, 3, tzinfo=UTC)
-
-
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
 
 
 def _config(operator_id: str):

@@ -26,13 +26,6 @@ from cdr_mediation.infra.postgres.export_store import (
 DAY = "2026-11-03"
 
 
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
-
-
 def _closed(sequence: int = 5, day: str = DAY) -> DayClosed:
     return DayClosed(f"exp-{uuid.uuid4().hex[:10]}", day, "event", 812, "ab" * 32, "2026-11-04T02:00:00.417Z", sequence)
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 
-import asyncpg
 import pytest
 
 from cdr_mediation.agents.reconcile import reconcile_day
@@ -61,13 +60,6 @@ async def forge(conn, close: RollupClosed) -> None:
     placeholders = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 1))
     await conn.execute(f"INSERT INTO rollup_closed ({', '.join(COLUMNS)}) VALUES ({placeholders})",
                        *close_row(close))
-
-
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
 
 
 async def test_reconcile_is_clean_then_fails_on_a_forged_revision(conn, stack_env, repo_root):

@@ -111,13 +111,6 @@ def stream_with_corrections(operator_id: str, day: dt.datetime) -> tuple[list[tu
     return first + late, closes + more
 
 
-@pytest.fixture
-async def conn(stack_env):
-    connection = await asyncpg.connect(stack_env["CDR_PG_DSN"])
-    yield connection
-    await connection.close()
-
-
 DAY = dt.datetime(2026, 11, 3, tzinfo=UTC)
 
 
