@@ -266,9 +266,18 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
                     rss_samples.setdefault(name, []).append((now, mb))
                 await asyncio.sleep(RSS_SAMPLE_S)  # a sampling period, not a wait for a condition
 
+        # The sampled rows are read on a connection of their own, one poll at a time: the
+        # background poller and the minute lines both poll, and an asyncpg connection serves one
+        # query at a time (sharing `conn` failed at minute 14 of a backlogged soak).
+        lag_conn, lag_lock = await asyncpg.connect(pipeline.env["CDR_PG_DSN"]), asyncio.Lock()
+
+        async def poll_lags_once() -> None:
+            async with lag_lock:
+                await lags.poll(lag_conn)
+
         async def poll_lags() -> None:
             while True:
-                await lags.poll(conn)
+                await poll_lags_once()
                 await asyncio.sleep(POLL_S)  # a polling period
 
         sampler, poller = asyncio.create_task(sample_rss()), asyncio.create_task(poll_lags())
@@ -294,7 +303,7 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
                 published_in_minute += due
                 _restart_exited(pipeline, names, agents, restarts)
                 if (chunk + 1) % round(60 / CHUNK_S) == 0 or chunk == chunks - 1:
-                    await lags.poll(conn)
+                    await poll_lags_once()
                     stored_now = int(await _stored(conn, pipeline.operators))
                     usage = tree_usage(roots())
                     now = time.monotonic()
@@ -313,11 +322,12 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
             await _wait_stored(conn, pipeline, len(warmup) + published_total, timeout=max(600.0, minutes * 60),
                                stall_s=DRAIN_STALL_S, check=lambda: _restart_exited(pipeline, names, agents, restarts))
             drain_s = time.monotonic() - drain_began
-            await lags.poll(conn)  # the samples stored during the drain (the lost ones stay pending)
+            await poll_lags_once()  # the samples stored during the drain (the lost ones stay pending)
         finally:
             sampler.cancel()
             poller.cancel()
             await asyncio.gather(sampler, poller, return_exceptions=True)
+            await lag_conn.close()
         counts = await conn.fetchrow(
             "SELECT count(*) AS stored, count(DISTINCT cdr_id) AS distinct_ids FROM cdr "
             "WHERE operator_id = ANY($1::text[]) AND dlr_id NOT LIKE $2",
