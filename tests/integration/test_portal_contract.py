@@ -38,12 +38,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 async def contract_portal(stack_env, tmp_path_factory):
     await seed(stack_env)  # a few CDRs, exports and audit entries for the answers to carry
-    running = RunningPortal(stack_env, tmp_path_factory.mktemp("portal-contract") / "portal.log")
-    try:
-        await running.wait_ready()
+    async with RunningPortal(stack_env, tmp_path_factory.mktemp("portal-contract") / "portal.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ async def data(stack_env) -> PortalData:
 
 @pytest.fixture(scope="module")
 async def portal(stack_env, tmp_path_factory, data):
-    running = RunningPortal(stack_env, tmp_path_factory.mktemp("portal-read") / "portal.log")
-    try:
-        await running.wait_ready()
+    async with RunningPortal(stack_env, tmp_path_factory.mktemp("portal-read") / "portal.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def _pages(portal, tls, limit: int, **filters) -> list[list[dict]]:

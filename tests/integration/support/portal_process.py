@@ -32,6 +32,18 @@ class RunningPortal:
     def stop(self) -> None:
         stop(self.proc)
 
+    async def __aenter__(self) -> "RunningPortal":
+        """Ready to serve; stopped on leaving the block, even when it never became ready."""
+        try:
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.stop()
+
 
 async def get(url: str, tls: ssl.SSLContext, **params) -> tuple[int, dict | str, dict]:
     async with aiohttp.ClientSession() as session:
