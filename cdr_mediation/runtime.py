@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from cdr_mediation.observability.jsonlog import configure_logging
 from cdr_mediation.observability.metrics import start_metrics_server
 from cdr_mediation.observability.msisdn import MsisdnHasher
+from cdr_mediation.observability.tracing import configure_tracing
 from cdr_mediation.settings import Settings, SettingsError, StartupRefused, check_worker_startup
 
 log = logging.getLogger("cdr_mediation.runtime")
@@ -35,6 +36,8 @@ def start_process(service: str, *, worker: bool, metrics: bool = True) -> Proces
     key = settings.msisdn_hash_key.get_secret_value().encode() or _DEV_MSISDN_KEY
     hasher = MsisdnHasher(key)
     configure_logging(service=service, level=settings.log_level, hasher=hasher)
+    configure_tracing(service=service, otlp_endpoint=settings.trace_otlp_endpoint, trace_file=settings.trace_file,
+                      sample_ratio=settings.trace_sample_ratio)
     log.info("starting", extra={"settings": settings.masked()})
     if worker:
         try:

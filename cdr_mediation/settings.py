@@ -139,6 +139,13 @@ class Settings(BaseSettings):
 
     msisdn_hash_key: SecretStr = Field(SecretStr(""), description="HMAC key for MSISDN references in logs")
 
+    # Tracing (observability/tracing.py): context always propagates; spans leave the process only
+    # to these sinks. The ratio applies where no caller decided (a DLR without trace context).
+    trace_otlp_endpoint: str = Field("", pattern=r"^(https?://\S+)?$",
+                                     description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces")
+    trace_file: Path | None = Field(None, description="also write finished spans here as JSON lines (dev, tests)")
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="share of new traces recorded")
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port, logged at start")
     portal_host: str = "127.0.0.1"

@@ -30,6 +30,7 @@ def register(app: faust.App, settings, dlr_topic: faust.TopicT, raw_topic) -> No
     async def forward(stream: faust.StreamT) -> None:
         async for event in stream.events():
             # Awaited before the next event: the offset is committed only after Kafka has it.
-            future = await dlr_topic.send(key=event.key, value=event.value, force=True)
+            # Headers too: they carry the trace context of the admin's request (and the outbox id).
+            future = await dlr_topic.send(key=event.key, value=event.value, headers=event.message.headers, force=True)
             await future
             FORWARDED.inc()

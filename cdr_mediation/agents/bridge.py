@@ -20,6 +20,7 @@ from cdr_mediation.codecs.records import DeadLetterRecord, encode_dlr_batch
 from cdr_mediation.domain.bridging import InboundMessage, plan_forwarding
 from cdr_mediation.infra.jetstream_pull import PullBatches, PullError
 from cdr_mediation.infra.nats import DlrInbox, connect, ensure_dlr_stream, ensure_pull_consumer
+from cdr_mediation.observability.tracing import TRACEPARENT, TRACER, SpanKind, headers_of, links_of
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import DLR, DLR_DEAD_LETTER
 
@@ -90,14 +91,18 @@ class Bridge:
 
     async def _forward(self, producer: AIOKafkaProducer, messages) -> None:
         IN_FLIGHT.set(len(messages))
-        plan = plan_forwarding([InboundMessage(m.subject, m.data, m.metadata.sequence.stream) for m in messages],
+        plan = plan_forwarding([InboundMessage(m.subject, m.data, m.metadata.sequence.stream,
+                                               (m.headers or {}).get(TRACEPARENT)) for m in messages],
                                subject_root=self.inbox.subject_root)
+        spans = [self._publish_span(operator, batch, trace_parents)
+                 for (operator, batch), trace_parents in zip(plan.batches, plan.batch_trace_parents)]
         delay = 0.2
         while True:
             try:
                 futures = [
-                    await producer.send(self.dlr_topic, key=operator.encode(), value=encode_dlr_batch(batch))
-                    for operator, batch in plan.batches
+                    await producer.send(self.dlr_topic, key=operator.encode(), value=encode_dlr_batch(batch),
+                                        headers=headers_of(span))
+                    for (operator, batch), span in zip(plan.batches, spans)
                 ]
                 for rejected in plan.rejected:
                     record = DeadLetterRecord(
@@ -119,12 +124,21 @@ class Bridge:
                 delay = min(delay * 2, 10.0)
         for message in messages:
             await message.ack()
+        for span in spans:
+            span.end()
         FORWARDED.inc(sum(len(batch) for _, batch in plan.batches))
         for rejected in plan.rejected:
             DEAD_LETTERED.labels(reason=rejected.reason).inc()
             log.warning("dead letter", extra={"reason": rejected.reason, "detail": rejected.detail,
                                               "stream_seq": rejected.message.stream_seq})
         IN_FLIGHT.set(0)
+
+    def _publish_span(self, operator_id: str, batch, trace_parents):
+        links, traced = links_of(trace_parents)
+        return TRACER.start_span(f"{self.dlr_topic} publish", kind=SpanKind.PRODUCER, links=links, attributes={
+            "messaging.system": "kafka", "messaging.operation.type": "send",
+            "messaging.destination.name": self.dlr_topic, "messaging.batch.message_count": len(batch),
+            "cdr.operator_id": operator_id, "cdr.traced_dlrs": traced})
 
     async def _watch_pending(self, js, stop: asyncio.Event) -> None:
         while not stop.is_set():

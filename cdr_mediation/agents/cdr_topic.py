@@ -19,6 +19,7 @@ from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_topic_record
 from cdr_mediation.domain.rollup import ClockTick
+from cdr_mediation.observability.tracing import TRACER, SpanKind, context_of, traceparent_in
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import CDR
 
@@ -43,7 +44,15 @@ def register(app: faust.App, settings: Settings, readiness: SinkReadiness) -> No
                 log.error("undecodable CDR-topic record skipped",
                           extra={"error": str(exc), "operator_id": operator_id, "offset": event.message.offset})
                 continue
-            if store is not None and not isinstance(record, ClockTick):
-                await store(record)
-            if rollup is not None:
-                await rollup(event, operator_id, record)
+            message = event.message
+            with TRACER.start_as_current_span(
+                    f"{message.topic} process", context=context_of(message.headers), kind=SpanKind.CONSUMER,
+                    attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                                "messaging.destination.name": message.topic,
+                                "messaging.destination.partition.id": str(message.partition),
+                                "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id}):
+                if store is not None and not isinstance(record, ClockTick):
+                    # The context that chained these entries (the ingest span's) is kept beside them.
+                    await store(record, traceparent_in(message.headers))
+                if rollup is not None:
+                    await rollup(event, operator_id, record)

@@ -30,6 +30,7 @@ from cdr_mediation.codecs.records import (
 from cdr_mediation.domain.adjustment import AdjustmentRefused
 from cdr_mediation.domain.ingest import BatchStep, apply_adjustment
 from cdr_mediation.domain.pricing import PricingSnapshot
+from cdr_mediation.observability.tracing import TRACER, SpanKind, context_of, headers_of
 from cdr_mediation.settings import Settings
 from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTable, IngestTableView
 from cdr_mediation.topology.topics import CDR, DLR, DLR_DEAD_LETTER
@@ -78,20 +79,22 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
             operator_id = (event.key or b"").decode("utf-8", "replace")
             offset = event.message.offset
             partition = event.message.partition
-            with BATCH_SECONDS.time():
+            with BATCH_SECONDS.time(), _process_span(event, operator_id) as span:
+                trace_headers = headers_of(span)
                 state = view.state(operator_id)
                 if offset <= state.applied_offset:
                     BATCHES.labels(outcome="already_applied").inc()
                     continue
                 if is_adjustment_record(event.value):
-                    await _adjust(view, state, event, operator_id, cdr_topic, dlq_topic)
+                    await _adjust(view, state, event, operator_id, cdr_topic, dlq_topic, trace_headers)
                     continue
                 try:
                     batch = decode_dlr_batch(event.value)
                 except UndecodableRecord as exc:
                     await _send_all([await dlq_topic.send(
                         key=operator_id.encode(), value=event.value, force=True,
-                        headers=_dead_letter(operator_id, event.value, "undecodable_batch", str(exc), event, -1).headers(),
+                        headers=_dead_letter(operator_id, event.value, "undecodable_batch", str(exc), event, -1).headers()
+                        + trace_headers,
                     )])
                     DEAD_LETTERS.labels(reason="undecodable_batch").inc()
                     await view.write_state(operator_id, dataclasses.replace(state, applied_offset=offset), partition)
@@ -107,15 +110,18 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                 if outcome.cdrs:
                     pairs = [(entry, linked.record_hash) for entry, linked in zip(outcome.entries, outcome.cdrs)]
                     for value in encode_cdr_records(pairs):
-                        futures.append(await cdr_topic.send(key=operator_id.encode(), value=value, force=True))
+                        futures.append(await cdr_topic.send(key=operator_id.encode(), value=value, force=True,
+                                                            headers=trace_headers))
                 for dead in outcome.dead_letters:
                     record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
                     futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
-                                                        headers=record.headers(), force=True))
+                                                        headers=record.headers() + trace_headers, force=True))
                 futures += await view.write_dedup(operator_id, partition, outcome.dedup_writes)
                 await _send_all(futures)
                 # The next event waits until this state is acknowledged (see write_state).
                 await view.write_state(operator_id, outcome.new_state, partition)
+                span.set_attributes({"cdr.chained": len(outcome.cdrs), "cdr.duplicates": outcome.duplicates,
+                                     "cdr.dead_letters": len(outcome.dead_letters)})
             BATCHES.labels(outcome="applied").inc()
             CDRS.labels(operator_id=operator_id).inc(len(outcome.cdrs))
             if outcome.duplicates:
@@ -124,7 +130,8 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
                 DEAD_LETTERS.labels(reason=dead.reason_code).inc()
 
 
-async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_topic, dlq_topic) -> None:
+async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_topic, dlq_topic,
+                  trace_headers: list[tuple[str, bytes]]) -> None:
     """One adjustment request in the DLR log (`domain.ingest.apply_adjustment`): the same order
     of effects as a batch — emit, write the table entries, wait for both, then the state."""
     offset, partition = event.message.offset, event.message.partition
@@ -137,12 +144,12 @@ async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_top
     futures = []
     if outcome.linked is not None:
         value = encode_adjustment_entry(outcome.entry, outcome.linked.record_hash, dict(outcome.supersedes))
-        futures.append(await cdr_topic.send(key=operator_id.encode(), value=value, force=True))
+        futures.append(await cdr_topic.send(key=operator_id.encode(), value=value, force=True, headers=trace_headers))
     if outcome.refused is not None:
         dead = outcome.refused
         record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
         futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
-                                            headers=record.headers(), force=True))
+                                            headers=record.headers() + trace_headers, force=True))
     futures += await view.write_entries(partition, outcome.table_writes)
     await _send_all(futures)
     await view.write_state(operator_id, outcome.new_state, partition)
@@ -155,6 +162,17 @@ async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_top
         DEAD_LETTERS.labels(reason=outcome.refused.reason_code).inc()
         log.warning("adjustment refused", extra={"operator_id": operator_id, "reason": outcome.refused.reason_code,
                                                  "detail": outcome.refused.detail, "offset": offset})
+
+
+def _process_span(event, operator_id: str):
+    """The span of one `dlr.v1` record, child of the bridge's (or the outbox relay's) context in
+    its headers; its own context goes into the headers of what the record produces."""
+    message = event.message
+    return TRACER.start_as_current_span(
+        f"{message.topic} process", context=context_of(message.headers), kind=SpanKind.CONSUMER, attributes={
+            "messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": message.topic, "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id})
 
 
 async def _send_all(futures) -> None:

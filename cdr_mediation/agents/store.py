@@ -20,8 +20,8 @@ class StoreStep:
     def __init__(self, settings: Settings, readiness: SinkReadiness) -> None:
         self.sink = PostgresSink("cdr", settings.pg_dsn.get_secret_value(), readiness, contradiction=ChainFork)
 
-    async def __call__(self, entries: list[tuple[dict, str]]) -> None:
+    async def __call__(self, entries: list[tuple[dict, str]], trace_parent: str | None = None) -> None:
         """Entries go to columns as decoded: no `Cdr` objects on this path."""
-        new_rows = await self.sink.commit(lambda conn: append_entries(conn, entries))
+        new_rows = await self.sink.commit(lambda conn: append_entries(conn, entries, trace_parent=trace_parent))
         STORED.inc(new_rows)
         REDELIVERED.inc(len(entries) - new_rows)

@@ -29,6 +29,8 @@ class InboundMessage:
     subject: str
     data: bytes
     stream_seq: int
+    # The W3C ``traceparent`` header the publisher sent, if any (telemetry: never in the batch).
+    trace_parent: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Rejected:
 class ForwardPlan:
     batches: tuple[tuple[str, tuple[bytes, ...]], ...]  # (operator_id, originals in order)
     rejected: tuple[Rejected, ...]
+    # Per batch, the trace contexts its DLRs arrived with (the bridge's span links to them).
+    batch_trace_parents: tuple[tuple[str, ...], ...] = ()
 
 
 def subject_operator(subject: str, subject_root: str) -> str | None:
@@ -56,7 +60,7 @@ def plan_forwarding(
     messages: Sequence[InboundMessage], *, subject_root: str, max_batch_dlrs: int = 1000,
     max_batch_bytes: int = 512 * 1024,
 ) -> ForwardPlan:
-    by_operator: dict[str, list[list[bytes]]] = {}
+    by_operator: dict[str, list[list[InboundMessage]]] = {}
     sizes: dict[str, int] = {}
     rejected: list[Rejected] = []
     for message in messages:
@@ -81,8 +85,11 @@ def plan_forwarding(
         if len(runs[-1]) >= max_batch_dlrs or sizes[operator_id] + size > max_batch_bytes:
             runs.append([])
             sizes[operator_id] = 0
-        runs[-1].append(message.data)
+        runs[-1].append(message)
         sizes[operator_id] += size
     # Operators in order of first appearance: deterministic for a given fetch.
-    batches = tuple((operator, tuple(run)) for operator, runs in by_operator.items() for run in runs if run)
-    return ForwardPlan(batches=batches, rejected=tuple(rejected))
+    ordered = [(operator, run) for operator, runs in by_operator.items() for run in runs if run]
+    return ForwardPlan(
+        batches=tuple((operator, tuple(m.data for m in run)) for operator, run in ordered),
+        rejected=tuple(rejected),
+        batch_trace_parents=tuple(tuple(m.trace_parent for m in run if m.trace_parent) for _, run in ordered))

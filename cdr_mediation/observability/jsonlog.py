@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Any
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from cdr_mediation.observability.msisdn import MsisdnHasher
@@ -26,6 +27,11 @@ class RedactingJsonFormatter(JsonFormatter):
         self._hasher = hasher
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # A line logged inside a span names it, so logs and traces join on trace_id.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            log_data.setdefault("trace_id", f"{span_context.trace_id:032x}")
+            log_data.setdefault("span_id", f"{span_context.span_id:016x}")
         return {key: self._redact(value) for key, value in log_data.items()}
 
     def _redact(self, value: Any) -> Any:

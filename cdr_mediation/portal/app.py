@@ -25,6 +25,7 @@ from cdr_mediation.portal.auth import SUBJECT_OF, SubjectOf, certificate_subject
 from cdr_mediation.portal.db import add_database
 from cdr_mediation.portal.errors import json_errors
 from cdr_mediation.portal.rollups import add_rollup_routes, parse_worker_urls
+from cdr_mediation.portal.tracing import trace_requests
 
 CLIENT_MAX_SIZE = 1024 * 1024  # request bodies; larger is a 413 in the one error shape
 if TYPE_CHECKING:
@@ -75,9 +76,11 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     (CDR_ADJUSTMENT_ENABLED, the topic) the adjustment writes (adjustments.py). `subject_of` reads
     the caller's certificate subject (unit tests of handlers give a fixed one).
 
+    `trace_requests` is outermost, so a request's span covers its role check and its errors;
     `json_errors` is innermost, so that every error — a handler's, the router's 404/405, a body
     over `client_max_size` — is already the one JSON shape when the outer middlewares count it."""
-    app = web.Application(middlewares=[count_requests, require_role, json_errors], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=[trace_requests, count_requests, require_role, json_errors],
+                          client_max_size=CLIENT_MAX_SIZE)
     app[PROBES_KEY] = probes
     app[SUBJECT_OF] = subject_of
     database = add_database(app, pg_dsn)

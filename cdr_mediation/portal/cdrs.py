@@ -1,5 +1,5 @@
 """``GET /v1/cdrs`` (search stored chain entries) and ``GET /v1/cdrs/{cdr_id}`` (one entry, its
-adjustments and its export file) — docs/portal.md.
+adjustments, its export file and the trace context that chained it) — docs/portal.md.
 
 Entries are served exactly as stored (`cdr_store.row_to_mapping`) with their ``record_hash``, so
 a reader can recompute each hash (docs/chain.md §6). MSISDNs are in the answers (that is what the
@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from opentelemetry import trace
 
 from cdr_mediation.domain.cdr import DlrStatus, RecordType, format_utc
 from cdr_mediation.infra.postgres import cdr_search, proof_store
-from cdr_mediation.infra.postgres.cdr_store import fetch_entry
+from cdr_mediation.infra.postgres.cdr_store import fetch_entry, trace_parent_of
 from cdr_mediation.infra.postgres.export_store import export_row
+from cdr_mediation.observability.tracing import link_to
 from cdr_mediation.portal import cursor, query
 from cdr_mediation.portal.db import DATABASE
 from cdr_mediation.portal.errors import ApiError
@@ -77,7 +79,12 @@ async def get_cdr(request: web.Request) -> web.Response:
                                                    "cold tier: restore them first)")
             adjustments = await cdr_search.adjustments_of(conn, cdr_id)
             export = await _export_of(conn, entry)
-    return web.json_response({"entry": entry, "adjustments": adjustments, "export": export})
+            trace_parent = await trace_parent_of(conn, cdr_id)
+    if (link := link_to(trace_parent)) is not None:
+        # This request's trace points at the one that chained the entry (DLR → ingest → store).
+        trace.get_current_span().add_link(link.context, {"cdr.link": "chained_by"})
+    return web.json_response({"entry": entry, "adjustments": adjustments, "export": export,
+                              "trace_parent": trace_parent})
 
 
 async def _export_of(conn, entry: dict) -> dict | None:

@@ -119,14 +119,16 @@ class LocalPipeline:
             self.kill(name, signal.SIGTERM)
 
     async def publish(self, documents: Sequence[bytes], *, msg_ids: Sequence[str | None] | None = None,
-                      subjects: Sequence[str] | None = None, rate: float | None = None) -> list[float]:
+                      subjects: Sequence[str] | None = None, rate: float | None = None,
+                      trace_parents: Sequence[str | None] | None = None) -> list[float]:
         """Publish raw DLR bytes to JetStream (each acknowledged); returns the publish times.
 
         Up to `PUBLISH_WINDOW` publishes are in flight, their acks collected on one reply
         subscription: `js.publish` per message (a request with its own future and timer) costs
         ~90 µs of CPU each, and in a benchmark this publisher shares the cores with the
         pipeline it measures. Any negative or missing acknowledgement raises. With `rate`, the
-        documents are offered at that many per second (in slices of 1/20 s)."""
+        documents are offered at that many per second (in slices of 1/20 s). `trace_parents` are
+        W3C ``traceparent`` headers, as an upstream that traces its DLRs sends them."""
         nc = await connect(self.env["CDR_NATS_URL"], name=f"publisher-{self.namespace}")
         await ensure_dlr_stream(nc.jetstream(), self.inbox)
         acks = _JetStreamAcks()
@@ -144,9 +146,12 @@ class LocalPipeline:
                 for n in range(start, end):
                     document = documents[n]
                     subject = subjects[n] if subjects else self.inbox.subject(_operator_of(document, self.operators[0]))
-                    msg_id = msg_ids[n] if msg_ids else None
-                    await nc.publish(subject, document, reply=f"{reply_root}.{n}",
-                                     headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+                    headers = {}
+                    if msg_ids and msg_ids[n]:
+                        headers["Nats-Msg-Id"] = msg_ids[n]
+                    if trace_parents and trace_parents[n]:
+                        headers["traceparent"] = trace_parents[n]
+                    await nc.publish(subject, document, reply=f"{reply_root}.{n}", headers=headers or None)
                     times.append(time.time())
                 await acks.wait(timeout=PUBLISH_ACK_TIMEOUT_S)
         finally:

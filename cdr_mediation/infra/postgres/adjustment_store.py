@@ -23,6 +23,7 @@ from cdr_mediation.domain.audit import ADJUSTMENT_CREATE
 from cdr_mediation.infra.postgres.audit_store import append_audit
 from cdr_mediation.infra.postgres.cdr_store import fetch_entry, row_to_mapping, COLUMNS
 from cdr_mediation.infra.postgres.outbox import enqueue
+from cdr_mediation.observability.tracing import TRACEPARENT, current_traceparent
 
 
 def body_sha256(document: Any) -> str:
@@ -98,8 +99,10 @@ async def create_adjustment(conn, *, idempotency_key: str, body_digest: str, req
                 idempotency_key, body_digest, request.adjustment_id, request.operator_id, request.kind.value,
                 request.ref_cdr_id, request.cdr_id, request.actor, request.ticket_ref,
                 json.dumps(request.to_dict()), json.dumps(dict(response)), audit.audit_seq)
+            # The request's trace (the portal's span) continues on the chain: relay → forwarder → ingest.
+            trace_parent = current_traceparent()
             await enqueue(conn, topic, request.operator_id.encode(), encode_adjustment(request),
-                          {"adjustment-id": request.adjustment_id})
+                          {"adjustment-id": request.adjustment_id, **({TRACEPARENT: trace_parent} if trace_parent else {})})
     except asyncpg.UniqueViolationError:
         stored = await stored_request(conn, idempotency_key)
         if stored is None:

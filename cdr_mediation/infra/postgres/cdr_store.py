@@ -23,6 +23,9 @@ from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc, par
 
 ENTRY_COLUMNS = tuple(field.name for field in dataclasses.fields(Cdr))
 COLUMNS = ENTRY_COLUMNS + ("record_hash",)
+# What the store agent writes: the stored entry plus the trace context that chained it (telemetry,
+# outside the hashed entry; migration 0009).
+TRACED_COLUMNS = COLUMNS + ("trace_parent",)
 _TIMESTAMPS = frozenset({"submitted_at", "done_at"})
 _TIMESTAMP_INDEXES = tuple(ENTRY_COLUMNS.index(c) for c in sorted(_TIMESTAMPS))
 _ENTRY_VALUES = operator.itemgetter(*ENTRY_COLUMNS)
@@ -91,16 +94,23 @@ async def append_cdrs(conn, batch: Sequence[tuple[Cdr, str]]) -> int:
     return await append_rows(conn, [cdr_row(c, h) for c, h in batch])
 
 
-async def append_entries(conn, batch: Sequence[tuple[Mapping, str]]) -> int:
+async def append_entries(conn, batch: Sequence[tuple[Mapping, str]], *, trace_parent: str | None = None) -> int:
     """Append (entry, record_hash) pairs — entries as decoded from a cdr-batch record
-    (`codecs.records.decode_cdr_entries`) — in one transaction; returns how many rows were new."""
+    (`codecs.records.decode_cdr_entries`) — in one transaction; returns how many rows were new.
+
+    `trace_parent` (the context that chained them) is kept beside each row, outside the entry: a
+    later delivery of the same entries under another context changes nothing stored."""
     # An adjustment's item is (entry, record_hash, supersedes): only the entry is stored.
-    return await append_rows(conn, [entry_row(item[0], item[1]) for item in batch])
+    rows = [entry_row(item[0], item[1]) for item in batch]
+    for row in rows:
+        row.append(trace_parent)
+    return await append_rows(conn, rows, TRACED_COLUMNS)
 
 
-async def append_rows(conn, rows: Sequence[Sequence]) -> int:
-    """Append rows in `COLUMNS` order atomically: insert what is new, raise `ChainFork` if an
-    existing row contradicts an incoming one (then nothing of the batch is stored).
+async def append_rows(conn, rows: Sequence[Sequence], columns: Sequence[str] = COLUMNS) -> int:
+    """Append rows in `columns` order (`COLUMNS`, or `TRACED_COLUMNS`) atomically: insert what
+    is new, raise `ChainFork` if an existing row contradicts an incoming one (then nothing of the
+    batch is stored).
 
     The usual batch is entirely new: one COPY straight into the table, a single atomic statement
     and one round trip. Only when that meets an existing key (a batch delivered again after a
@@ -108,23 +118,23 @@ async def append_rows(conn, rows: Sequence[Sequence]) -> int:
     if not rows:
         return 0
     try:
-        await conn.copy_records_to_table("cdr", records=rows, columns=COLUMNS)
+        await conn.copy_records_to_table("cdr", records=rows, columns=columns)
         return len(rows)
     except asyncpg.UniqueViolationError:
-        return await _merge_rows(conn, rows)
+        return await _merge_rows(conn, rows, columns)
 
 
-async def _merge_rows(conn, rows: Sequence[Sequence]) -> int:
+async def _merge_rows(conn, rows: Sequence[Sequence], column_names: Sequence[str]) -> int:
     """COPY into a temporary table, insert the rows that are new, and compare the others with
     what is stored.
 
     COPY rather than one INSERT over per-column arrays (`unnest`): asyncpg checks every array
     element against the collection ABCs, which made the store cost 22-25 µs per row instead of
     9-11 (measured, 125-row batches)."""
-    columns = ", ".join(COLUMNS)
+    columns = ", ".join(column_names)
     async with conn.transaction():
         await conn.execute("CREATE TEMP TABLE IF NOT EXISTS cdr_incoming (LIKE cdr INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        await conn.copy_records_to_table("cdr_incoming", records=rows, columns=COLUMNS)
+        await conn.copy_records_to_table("cdr_incoming", records=rows, columns=column_names)
         status = await conn.execute(
             f"INSERT INTO cdr ({columns}) SELECT {columns} FROM cdr_incoming ORDER BY operator_id, chain_seq "
             "ON CONFLICT DO NOTHING"
@@ -253,6 +263,11 @@ async def fetch_entry(conn, cdr_id: str) -> dict | None:
     """The stored entry with this cdr_id plus its `record_hash` (as `iter_chain` reads rows), or None."""
     row = await conn.fetchrow(f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE cdr_id = $1", cdr_id)
     return None if row is None else row_to_mapping(row)
+
+
+async def trace_parent_of(conn, cdr_id: str) -> str | None:
+    """The W3C traceparent of the span that chained this entry (telemetry beside the row), or None."""
+    return await conn.fetchval("SELECT trace_parent FROM cdr WHERE cdr_id = $1", cdr_id)
 
 
 async def operators(conn) -> list[str]:
