@@ -135,7 +135,7 @@ def cmd_portal(args: argparse.Namespace) -> int:
 
     adjustments = AdjustmentSettings(settings.adjustment_enabled, ADJUSTMENT.named(settings.topic_prefix).name)
     api = create_portal(probes, pg_dsn=settings.pg_dsn.get_secret_value(), worker_urls=settings.worker_urls,
-                        archive=archive_store(settings), adjustments=adjustments)
+                        archive=archive_store(settings), adjustments=adjustments, msisdn_hasher=process.hasher)
     verify.use_trust_anchors(api, settings.hsm_ca_cert)  # POST /v1/cdr/chain/verify checks checkpoint signatures
     asyncio.run(_serve_portal(api, create_probe_app(probes), settings, tls,
                               access_log_class=PortalAccessLog.with_hasher(process.hasher)))

@@ -11,6 +11,7 @@ any of them cannot serve (readiness: send me no traffic).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from cdr_mediation.infra.readiness import Probe, run_probes
+from cdr_mediation.observability.msisdn import MsisdnHasher
 from cdr_mediation.portal import audit, cdrs, exports, openapi, proofs, verify
 from cdr_mediation.portal.adjustments import AdjustmentSettings
 from cdr_mediation.portal.adjustments import add_routes as add_adjustment_routes
@@ -68,13 +70,15 @@ async def metrics(request: web.Request) -> web.Response:
 def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
                   worker_urls: str | Sequence[str] = (), subject_of: SubjectOf = certificate_subject,
                   archive: ObjectLockArchive | None = None,
-                  adjustments: AdjustmentSettings | None = None) -> web.Application:
+                  adjustments: AdjustmentSettings | None = None,
+                  msisdn_hasher: MsisdnHasher | None = None) -> web.Application:
     """The API, served over mutual TLS (`portal/tls.py`): every request's role is checked
     (`portal/auth.py`, `domain/access.py`). `pg_dsn` is the one PostgreSQL pool of every
     endpoint (portal/db.py); `worker_urls` (CDR_WORKER_URLS) feed `GET /v1/rollups`
     (rollups.py); `archive` (CDR_S3_*) the export downloads (exports.py); `adjustments`
     (CDR_ADJUSTMENT_ENABLED, the topic) the adjustment writes (adjustments.py). `subject_of` reads
-    the caller's certificate subject (unit tests of handlers give a fixed one).
+    the caller's certificate subject (unit tests of handlers give a fixed one); `msisdn_hasher` (the
+    keyed MSISDN references of the logs) keys the MSISDN in the CDR list's cursors.
 
     `trace_requests` is outermost, so a request's span covers its role check and its errors;
     `json_errors` is innermost, so that every error — a handler's, the router's 404/405, a body
@@ -89,7 +93,9 @@ def create_portal(probes: dict[str, Probe], *, pg_dsn: str | None = None,
     app.router.add_get("/metrics", metrics)
     add_rollup_routes(app, database=database, worker_urls=parse_worker_urls(worker_urls))
     proofs.add_routes(app, database=database)
-    cdrs.add_routes(app)
+    # Without the process's keyed hasher (unit tests), a key of this process alone: cursors then
+    # do not carry over to another replica, which only a misconfigured deployment would notice.
+    cdrs.add_routes(app, hasher=msisdn_hasher or MsisdnHasher(secrets.token_bytes(32)))
     exports.add_routes(app, archive=archive)
     audit.add_routes(app)
     openapi.add_routes(app)

@@ -18,6 +18,7 @@ from cdr_mediation.domain.cdr import DlrStatus, RecordType, format_utc
 from cdr_mediation.infra.postgres import cdr_search, proof_store
 from cdr_mediation.infra.postgres.cdr_store import fetch_entry, trace_parent_of
 from cdr_mediation.infra.postgres.export_store import export_row
+from cdr_mediation.observability.msisdn import MsisdnHasher
 from cdr_mediation.observability.tracing import link_to
 from cdr_mediation.portal import cursor, query
 from cdr_mediation.portal.db import DATABASE
@@ -29,6 +30,7 @@ LIST_PATH = "/v1/cdrs"
 DETAIL_PATH = "/v1/cdrs/{cdr_id:[^/]+}"
 LIST_PARAMETERS = ("operator_id", "from", "to", "msisdn", "status", "record_type", "limit", "cursor")
 _OPERATOR = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MSISDN_HASHER = web.AppKey("msisdn_hasher", MsisdnHasher)
 
 
 def _valid_position(after: list) -> bool:
@@ -36,7 +38,7 @@ def _valid_position(after: list) -> bool:
             and isinstance(after[1], int) and not isinstance(after[1], bool) and 1 <= after[1] < 2 ** 63)
 
 
-def parse_list_query(request_query) -> tuple[cdr_search.EntryFilters, tuple[str, int] | None, int]:
+def parse_list_query(request_query, hasher: MsisdnHasher) -> tuple[cdr_search.EntryFilters, tuple[str, int] | None, int]:
     params = query.checked(request_query, LIST_PARAMETERS)
     start, end = query.time_range(params)
     filters = cdr_search.EntryFilters(
@@ -45,25 +47,29 @@ def parse_list_query(request_query) -> tuple[cdr_search.EntryFilters, tuple[str,
         record_type=query.one_of(params, "record_type", {t.value for t in RecordType}))
     after = None
     if "cursor" in params:
-        operator_id, chain_seq = cursor.decode(params["cursor"], "cdrs", _fingerprint(filters), _valid_position)
+        operator_id, chain_seq = cursor.decode(params["cursor"], "cdrs", _fingerprint(filters, hasher), _valid_position)
         after = (operator_id, chain_seq)
     return filters, after, query.limit(params)
 
 
-def _fingerprint(filters: cdr_search.EntryFilters) -> dict:
-    return {"operator_id": filters.operator_id, "msisdn": filters.msisdn, "status": filters.status,
+def _fingerprint(filters: cdr_search.EntryFilters, hasher: MsisdnHasher) -> dict:
+    # The number as its keyed reference: the cursor's filter digest is a plain SHA-256, and over
+    # an unkeyed number it could be reversed by trying every number of a country's plan.
+    msisdn = None if filters.msisdn is None else hasher.reference(filters.msisdn)
+    return {"operator_id": filters.operator_id, "msisdn": msisdn, "status": filters.status,
             "record_type": filters.record_type,
             "from": None if filters.start is None else format_utc(filters.start),
             "to": None if filters.end is None else format_utc(filters.end)}
 
 
 async def list_cdrs(request: web.Request) -> web.Response:
-    filters, after, limit = parse_list_query(request.query)
+    hasher = request.app[MSISDN_HASHER]
+    filters, after, limit = parse_list_query(request.query, hasher)
     async with request.app[DATABASE].connection(what="CDRs") as conn:
         # One row beyond the page says whether there is a next page, without a count.
         rows = await cdr_search.search_entries(conn, filters, after=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = (cursor.encode("cdrs", [page[-1]["operator_id"], page[-1]["chain_seq"]], _fingerprint(filters))
+    next_cursor = (cursor.encode("cdrs", [page[-1]["operator_id"], page[-1]["chain_seq"]], _fingerprint(filters, hasher))
                    if more else None)
     return web.json_response({"items": page, "next_cursor": next_cursor})
 
@@ -98,6 +104,7 @@ async def _export_of(conn, entry: dict) -> dict | None:
     return {"operator_id": row.operator_id, "day": row.day, "file_name": row.file_name, "state": row.state.value}
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, hasher: MsisdnHasher) -> None:
+    app[MSISDN_HASHER] = hasher
     app.router.add_get(LIST_PATH, list_cdrs)
     app.router.add_get(DETAIL_PATH, get_cdr)

@@ -6,6 +6,8 @@ A cursor names the last item of a page (its sort key) and the filters the page w
 
 `filters` is the first 128 bits of SHA-256 over the canonical JSON of the filters, not the
 filters themselves: a cursor travels in URLs and an MSISDN filter must not ride along in clear.
+Callers put a number into the filters as its keyed reference (portal/cdrs.py), so the digest
+cannot be reversed by hashing every number of a numbering plan.
 A cursor is refused (400 ``bad_cursor``) if it does not decode, is of another list or version, or
 was made for other filters — a page of one search is never continued as another search.
 
