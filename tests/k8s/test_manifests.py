@@ -79,13 +79,14 @@ FILES_READ = {
     "cdr-verify": ("CDR_HSM_CA_CERT",),
 }
 # What the processes of each workload reach (docs/deployment.md, "NetworkPolicies").
+# The long-running processes also export spans (otlp: docs/tracing.md).
 EGRESS = {
-    "cdr-worker-ingest": {"kafka"},
-    "cdr-worker-batch": {"kafka", "postgres", "workers"},
-    "cdr-worker-exporter": {"kafka", "postgres", "hsm", "s3", "regulator"},
-    "cdr-portal": {"kafka", "postgres", "hsm", "s3", "workers"},
-    "cdr-bridge": {"kafka", "nats"},
-    "cdr-outbox-relay": {"kafka", "postgres"},
+    "cdr-worker-ingest": {"kafka", "otlp"},
+    "cdr-worker-batch": {"kafka", "postgres", "workers", "otlp"},
+    "cdr-worker-exporter": {"kafka", "postgres", "hsm", "s3", "regulator", "otlp"},
+    "cdr-portal": {"kafka", "postgres", "hsm", "s3", "workers", "otlp"},
+    "cdr-bridge": {"kafka", "nats", "otlp"},
+    "cdr-outbox-relay": {"kafka", "postgres", "otlp"},
     "cdr-verify": {"postgres"},
     "cdr-archive-cold": {"postgres", "s3"},
     "cdr-reconcile": {"postgres"},
