@@ -612,7 +612,8 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
     install_sigterm_as_interrupt()
     result = asyncio.run(run_soak(Path(args.state_dir), rate=args.rate, minutes=args.minutes, workers=args.workers,
-                                  partitions=args.partitions, exporter=args.exporter))
+                                  partitions=args.partitions, exporter=args.exporter,
+                                  bridge_linger_ms=args.bridge_linger_ms))
     return soak_exit_status(result)
 
 
@@ -769,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--minutes", type=float, required=True, help="how long to publish (then drain)")
     soak.add_argument("--workers", type=int, default=2, help="worker processes, each running every agent")
     soak.add_argument("--partitions", type=int, default=4)
+    soak.add_argument("--bridge-linger-ms", type=int, default=None,
+                      help="CDR_BRIDGE_LINGER_MS of the bridge: DLRs per Kafka record. On the local Tansu broker "
+                           "every fetch costs in proportion to the record batches a partition holds, so a long "
+                           "soak needs few, large batches (README, Soak)")
     soak.add_argument("--exporter", action="store_true", help="workers also run the exporter (closed days are "
                                                                "exported, signed and delivered)")
     soak.set_defaults(func=cmd_bench_soak)

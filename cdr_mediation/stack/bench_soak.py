@@ -226,6 +226,7 @@ class _Lags:
 
 async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int = 2, partitions: int = 4,
                    operators: int = 8, exporter: bool = False, spacing_ms: int = 20,
+                   bridge_linger_ms: int | None = None,
                    emit: Callable[[dict], None] = lambda line: print(json.dumps(line), flush=True)) -> dict:
     stack = Stack(state_dir)
     stack.up()
@@ -235,7 +236,8 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
     conn = await asyncpg.connect(pipeline.env["CDR_PG_DSN"])
     restarts: dict[str, int] = {}
     try:
-        pipeline.start("bridge", "bridge")
+        pipeline.start("bridge", "bridge", **({"CDR_BRIDGE_LINGER_MS": str(bridge_linger_ms)}
+                                              if bridge_linger_ms is not None else {}))
         for name in names[1:]:
             pipeline.start(name, "worker", CDR_WORKER_AGENTS=agents)
         warmup = [json.dumps(d).encode() for d in synthetic_dlrs(seed=0, start=START, count=200,
@@ -341,6 +343,7 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
     result["began"] = dt.datetime.fromtimestamp(began_wall, dt.timezone.utc).isoformat(timespec="seconds")
     result["namespace"] = pipeline.namespace
     result["workers"], result["partitions"], result["exporter"] = workers, partitions, exporter
+    result["bridge_linger_ms"] = bridge_linger_ms
     emit(result)
     return result
 
