@@ -18,6 +18,7 @@ import faust
 from cdr_mediation.agents.ingest import raw_topic
 from cdr_mediation.agents.pg_sink import SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_topic_record
+from cdr_mediation.domain.adjustment import ChainRefusal
 from cdr_mediation.domain.rollup import ClockTick
 from cdr_mediation.observability.tracing import TRACER, SpanKind, context_of, traceparent_in
 from cdr_mediation.settings import Settings
@@ -51,6 +52,12 @@ def register(app: faust.App, settings: Settings, readiness: SinkReadiness) -> No
                                 "messaging.destination.name": message.topic,
                                 "messaging.destination.partition.id": str(message.partition),
                                 "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id}):
+                if isinstance(record, ChainRefusal):
+                    if store is not None:
+                        await store.refusal(record)
+                    if rollup is not None:
+                        await rollup(event, operator_id, [])  # nothing to count; the offset moves on
+                    continue
                 if store is not None and not isinstance(record, ClockTick):
                     # The context that chained these entries (the ingest span's) is kept beside them.
                     await store(record, traceparent_in(message.headers))

@@ -25,6 +25,7 @@ from cdr_mediation.codecs.records import (
     decode_dlr_batch,
     encode_adjustment_entry,
     encode_cdr_records,
+    encode_chain_refusal,
     is_adjustment_record,
 )
 from cdr_mediation.domain.adjustment import AdjustmentRefused
@@ -150,6 +151,9 @@ async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_top
         record = _dead_letter(operator_id, dead.original, dead.reason_code, dead.detail, event, dead.batch_index)
         futures.append(await dlq_topic.send(key=record.key.encode(), value=record.original,
                                             headers=record.headers() + trace_headers, force=True))
+    if outcome.chain_refusal is not None:  # the store records it: the request's status says so
+        futures.append(await cdr_topic.send(key=operator_id.encode(), value=encode_chain_refusal(outcome.chain_refusal),
+                                            force=True, headers=trace_headers))
     futures += await view.write_entries(partition, outcome.table_writes)
     await _send_all(futures)
     await view.write_state(operator_id, outcome.new_state, partition)

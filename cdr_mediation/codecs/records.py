@@ -5,7 +5,9 @@
   adjustment request (`adjustment.v1`, copied there from the adjustment topic by the forwarder).
 - `cdr.adjustment.v1`: one record = one adjustment request (`adjustment.v1`), from the outbox.
 - `cdr.v1`: one record = an ordered run of one operator's chain entries with their hashes; an
-  adjustment's entry also carries ``supersedes``, the version it replaces (for the rollups).
+  adjustment's entry also carries ``supersedes``, the version it replaces (for the rollups). Also
+  an operator's clock tick, or an adjustment request the chain refused (`adjustment-refused.v1`,
+  for the store: the request's status).
 - `dlr.dlq.v1`: one record = one rejected input: value = the original bytes, the reason in headers.
 - `rollup.closed.v1` / `day.closed.v1`: one record = one closed hour (or correction) / one closed
   operator day, as JSON with a `format` member.
@@ -20,7 +22,13 @@ from collections.abc import Sequence
 
 import orjson
 
-from cdr_mediation.domain.adjustment import ADJUSTMENT_FORMAT, AdjustmentRefused, AdjustmentRequest, RefusalCode
+from cdr_mediation.domain.adjustment import (
+    ADJUSTMENT_FORMAT,
+    AdjustmentRefused,
+    AdjustmentRequest,
+    ChainRefusal,
+    RefusalCode,
+)
 from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.rollup import ClockTick, RollupClosed
@@ -203,8 +211,24 @@ def encode_clock_tick(tick: ClockTick) -> bytes:
     return orjson.dumps({"format": CLOCK_TICK_FORMAT, **tick.to_dict()})
 
 
-def decode_cdr_topic_record(value: bytes) -> list[tuple[dict, str]] | ClockTick:
-    """A record of the CDR topic: a cdr-batch (its (entry, record_hash) pairs) or a clock tick."""
+ADJUSTMENT_REFUSED_FORMAT = "adjustment-refused.v1"
+
+
+def encode_chain_refusal(refusal: ChainRefusal) -> bytes:
+    return orjson.dumps({"format": ADJUSTMENT_REFUSED_FORMAT, "refusal": refusal.to_dict()})
+
+
+def decode_cdr_topic_record(value: bytes) -> list[tuple[dict, str]] | ClockTick | ChainRefusal:
+    """A record of the CDR topic: a cdr-batch (its (entry, record_hash) pairs), a clock tick, or
+    an adjustment request the chain refused."""
+    if value.startswith(b'{"format":"adjustment-refused.v1"'):
+        try:
+            document = orjson.loads(value)
+            if set(document) != {"format", "refusal"}:
+                raise ValueError(f"members {sorted(document)}")
+            return ChainRefusal.from_dict(document["refusal"])
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise UndecodableRecord(f"not an {ADJUSTMENT_REFUSED_FORMAT} record: {exc}") from exc
     if value.startswith(b'{"format":"clock-tick.v1"'):
         try:
             document = orjson.loads(value)

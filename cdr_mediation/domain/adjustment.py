@@ -83,6 +83,30 @@ class RefusalCode(str, enum.Enum):
     ADJUSTMENT_PENDING = "adjustment_pending"  # the portal's: an earlier one is not in the chain yet
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChainRefusal:
+    """An accepted request the chain refused (e.g. `stale_version` after a race between two
+    portal replicas): what the store keeps so the request's status says so, and so it no longer
+    counts as pending. Derived from the log alone, so a replay gives the same refusal."""
+
+    adjustment_id: str
+    operator_id: str
+    ref_cdr_id: str
+    code: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Any) -> "ChainRefusal":
+        names = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(value, dict) or sorted(value) != sorted(names) or not all(
+                isinstance(value[name], str) for name in names):
+            raise ValueError(f"a chain refusal has exactly the string members {', '.join(names)}")
+        return cls(**value)
+
+
 class AdjustmentRefused(ValueError):
     def __init__(self, code: RefusalCode, message: str) -> None:
         super().__init__(message)

@@ -70,6 +70,7 @@ from cdr_mediation.domain.adjustment import (
     AdjustedRecord,
     AdjustmentRefused,
     AdjustmentRequest,
+    ChainRefusal,
     OriginalRecord,
     RefusalCode,
     adjusted_after,
@@ -330,6 +331,8 @@ class AdjustmentOutcome:
     supersedes: Mapping[str, Any] | None = None  # the version it replaces (rollups net it out)
     table_writes: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # full keys
     refused: DeadLetter | None = None
+    # For a decoded request the chain refused: what the store records against its adjustment_id.
+    chain_refusal: ChainRefusal | None = None
     duplicate: bool = False
     already_applied: bool = False
 
@@ -358,9 +361,14 @@ def apply_adjustment(
         value = lookup(key)
         return value if value is not None and value["source_offset"] <= applied_offset else None
 
-    def refused(code: str, detail: str, writes: Mapping[str, dict[str, Any]] | None = None) -> AdjustmentOutcome:
+    def refused(code: str, detail: str, writes: Mapping[str, dict[str, Any]] | None = None, *,
+                of_request: bool = True) -> AdjustmentOutcome:
         letter = DeadLetter(bytes(original_bytes), code, detail, operator_id, offset, 0)
-        return AdjustmentOutcome(done, table_writes=dict(writes or {}), refused=letter)
+        # Recorded against the request's id only when the id is this request's: a reused id
+        # belongs to the request already applied under it.
+        refusal = (ChainRefusal(request.adjustment_id, operator_id, request.ref_cdr_id, code, detail)
+                   if of_request and isinstance(request, AdjustmentRequest) else None)
+        return AdjustmentOutcome(done, table_writes=dict(writes or {}), refused=letter, chain_refusal=refusal)
 
     if isinstance(request, AdjustmentRefused):
         return refused(request.code.value, request.message)
@@ -374,7 +382,8 @@ def apply_adjustment(
         if seen["fingerprint"] == fingerprint:
             return AdjustmentOutcome(done, duplicate=True)  # the forwarder delivered it again
         return refused(RefusalCode.ADJUSTMENT_ID_REUSED.value,
-                       f"adjustment_id {request.adjustment_id} was already used for another request")
+                       f"adjustment_id {request.adjustment_id} was already used for another request",
+                       of_request=False)
 
     original_entry = recorded(dedup_key(operator_id, request.current["dlr_id"]))
     original = None if original_entry is None else OriginalRecord(

@@ -23,14 +23,19 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
-from cdr_mediation.domain.adjustment import CORRECTABLE_FIELDS
+from cdr_mediation.domain.adjustment import CORRECTABLE_FIELDS, adjustment_id_for, parse_body, request_for
 from cdr_mediation.domain.synthetic import synthetic_dlrs
+from cdr_mediation.infra.postgres.adjustment_store import create_adjustment
+from cdr_mediation.infra.postgres.cdr_store import fetch_entry
 from cdr_mediation.stack.pipeline import LocalPipeline
 from cdr_mediation.stack.process import free_port
+from cdr_mediation.topology.topics import ADJUSTMENT
 from tests.integration.support.observe import expected_cdr_ids, query_rows, wait_stored
 from tests.integration.support.portal import portal_tls
+from tests.integration.support.portal_process import RunningPortal
 from tests.integration.support.processes import eventually, spawn, stop
 
 DAY = dt.datetime(2026, 10, 24, tzinfo=dt.timezone.utc)
@@ -210,3 +215,77 @@ async def test_with_adjustments_disabled_the_portal_refuses_them(stack_env, stac
         assert "CDR_ADJUSTMENT_ENABLED=false" in error["error"]["message"]
     finally:
         stop(portal)
+
+
+@pytest.mark.slow
+async def test_a_request_the_chain_refuses_is_reported_refused_and_blocks_nothing(stack_env, stack, tmp_path):
+    """Two replicas of the portal may both accept a CORRECT of one record from the same view; the
+    chain applies the first and refuses the second (`stale_version`). The refusal reaches
+    PostgreSQL through the CDR topic: the second request's status says "refused" and why, and
+    the record can still be adjusted (a refused request is no longer pending)."""
+    run = LocalPipeline(stack_env, tmp_path, operators=1, partitions=1)
+    processes = []
+    try:
+        run.start("bridge", "bridge")
+        worker = run.start("worker", "worker", CDR_WORKER_AGENTS="ingest,store,rollup,rollup-store")
+        processes.append(spawn(["-m", "cdr_mediation.cli", "outbox", "relay"], log_path=tmp_path / "relay.log",
+                               env={**run.env, "CDR_METRICS_PORT": str(free_port())}))
+        stored = await _publish(run, DAY + dt.timedelta(hours=8), 6, seed=31, prefix="race")
+        await wait_stored(run, stored, timeout=180, what="CDRs stored")
+        [row] = await query_rows(run, "SELECT cdr_id FROM cdr WHERE operator_id = $1 AND amount_minor > 0 "
+                                      "ORDER BY chain_seq LIMIT 1", run.operators[0])
+        conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+        try:
+            original = await fetch_entry(conn, row["cdr_id"])
+        finally:
+            await conn.close()
+        corrected = {name: original[name] for name in CORRECTABLE_FIELDS}
+        corrected["amount_minor"] += 50
+        body = {"kind": "CORRECT", "ref_cdr_id": row["cdr_id"], "ticket_ref": "OPS-RACE", "corrected": corrected}
+
+        async with RunningPortal(run.env, tmp_path / "portal.log") as portal:
+            admin = portal_tls(stack_env, "admin")
+            status, first = await _call("POST", f"{portal.base}/v1/adjustments", admin, json=body,
+                                        headers={"Idempotency-Key": "race-1"})
+            assert status == 202, first
+
+            async def status_of(adjustment_id: str, wanted: str):
+                code, answer = await _call("GET", f"{portal.base}/v1/adjustments/{adjustment_id}", admin)
+                return answer if code == 200 and answer["status"] == wanted else None
+
+            await eventually(lambda: status_of(first["adjustment_id"], "applied"), timeout=120,
+                             what="first CORRECT applied", log=run.log_path("worker"), alive=worker)
+            # The other replica's request, decided from the same (now superseded) view.
+            request = request_for(parse_body({**body, "ticket_ref": "OPS-RACE-2"}),
+                                  adjustment_id=adjustment_id_for("race-2"), actor=ADMIN,
+                                  current={k: v for k, v in original.items() if k != "record_hash"},
+                                  current_hash=original["record_hash"])
+            response = {"adjustment_id": request.adjustment_id, "operator_id": request.operator_id,
+                        "kind": "CORRECT", "ref_cdr_id": request.ref_cdr_id, "cdr_id": request.cdr_id,
+                        "ticket_ref": request.ticket_ref, "actor": ADMIN, "status": "accepted"}
+            conn = await asyncpg.connect(run.env["CDR_PG_DSN"])
+            try:
+                await create_adjustment(conn, idempotency_key="race-2", body_digest="0" * 64, request=request,
+                                        response=response, request_id="race-2", actor_role="admin",
+                                        topic=ADJUSTMENT.named(run.env["CDR_TOPIC_PREFIX"]).name)
+            finally:
+                await conn.close()
+            refused = await eventually(lambda: status_of(request.adjustment_id, "refused"), timeout=120,
+                                       what="second CORRECT refused", log=run.log_path("worker"), alive=worker)
+            assert refused["refusal"]["code"] == "stale_version" and refused["refusal"]["detail"]
+            assert "chain_seq" not in refused
+
+            # Not pending any more: the record can be voided.
+            status, void = await _call("POST", f"{portal.base}/v1/adjustments", admin,
+                                       json={"kind": "VOID", "ref_cdr_id": row["cdr_id"], "ticket_ref": "OPS-RACE-3"},
+                                       headers={"Idempotency-Key": "race-3"})
+            assert status == 202, void
+            await eventually(lambda: status_of(void["adjustment_id"], "applied"), timeout=120,
+                             what="VOID applied", log=run.log_path("worker"), alive=worker)
+        chain = await query_rows(run, "SELECT record_type, ticket_ref FROM cdr WHERE operator_id = $1 "
+                                      "AND record_type <> 'CDR' ORDER BY chain_seq", run.operators[0])
+        assert [(r["record_type"], r["ticket_ref"]) for r in chain] == [("CORRECT", "OPS-RACE"), ("VOID", "OPS-RACE-3")]
+    finally:
+        for process in processes:
+            stop(process)
+        run.stop_all()

@@ -18,7 +18,7 @@ import asyncpg
 
 from cdr_mediation.codecs.canonical_json import canonical_bytes
 from cdr_mediation.codecs.records import encode_adjustment
-from cdr_mediation.domain.adjustment import AdjustmentRequest
+from cdr_mediation.domain.adjustment import AdjustmentRequest, ChainRefusal
 from cdr_mediation.domain.audit import ADJUSTMENT_CREATE
 from cdr_mediation.infra.postgres.audit_store import append_audit
 from cdr_mediation.infra.postgres.cdr_store import fetch_entry, row_to_mapping, COLUMNS
@@ -71,10 +71,13 @@ async def record_versions(conn, cdr_id: str) -> RecordVersions | None:
 
 
 async def pending_adjustments(conn, ref_cdr_id: str) -> list[str]:
-    """adjustment_ids of accepted requests for the record that are not in the chain's store yet."""
+    """adjustment_ids of accepted requests for the record that are neither in the chain's store
+    nor refused by the chain yet."""
     rows = await conn.fetch(
         "SELECT r.adjustment_id::text AS id FROM adjustment_request r WHERE r.ref_cdr_id = $1 "
-        "AND NOT EXISTS (SELECT 1 FROM cdr c WHERE c.cdr_id = r.cdr_id::text) ORDER BY r.created_at", ref_cdr_id)
+        "AND NOT EXISTS (SELECT 1 FROM cdr c WHERE c.cdr_id = r.cdr_id::text) "
+        "AND NOT EXISTS (SELECT 1 FROM adjustment_refusal f WHERE f.adjustment_id = r.adjustment_id) "
+        "ORDER BY r.created_at", ref_cdr_id)
     return [row["id"] for row in rows]
 
 
@@ -122,4 +125,19 @@ async def adjustment_status(conn, adjustment_id: str) -> dict[str, Any] | None:
     seq = await conn.fetchval("SELECT chain_seq FROM cdr WHERE cdr_id = $1", row["cdr_id"])
     if seq is not None:
         result.update(status="applied", chain_seq=seq)
+        return result
+    refusal = await conn.fetchrow("SELECT code, detail FROM adjustment_refusal WHERE adjustment_id = $1::uuid",
+                                  adjustment_id)
+    if refusal is not None:
+        result.update(status="refused", refusal={"code": refusal["code"], "detail": refusal["detail"]})
     return result
+
+
+async def record_chain_refusal(conn, refusal: ChainRefusal) -> int:
+    """Keep a refusal by the chain (1 if new, 0 if already kept: the CDR topic may deliver it
+    again). The first one stands: the chain refuses a request once (domain/ingest.py)."""
+    status = await conn.execute(
+        "INSERT INTO adjustment_refusal (adjustment_id, operator_id, ref_cdr_id, code, detail) "
+        "VALUES ($1::uuid, $2, $3::uuid, $4, $5) ON CONFLICT (adjustment_id) DO NOTHING",
+        refusal.adjustment_id, refusal.operator_id, refusal.ref_cdr_id, refusal.code, refusal.detail)
+    return int(status.rsplit(" ", 1)[1])

@@ -10,9 +10,11 @@ from cdr_mediation.codecs.records import (
     decode_cdr_topic_record,
     decode_rollup_closed,
     encode_cdr_records,
+    encode_chain_refusal,
     encode_clock_tick,
     encode_rollup_closed,
 )
+from cdr_mediation.domain.adjustment import ChainRefusal
 from cdr_mediation.domain.rollup import ClockTick, HourRollup, RollupClosed
 
 
@@ -28,6 +30,17 @@ def test_a_malformed_tick_is_refused_not_mistaken_for_a_batch() -> None:
     for value in (b'{"format":"clock-tick.v1","operator_id":"op-a"}',
                   b'{"format":"clock-tick.v1","operator_id":7,"at":"2026-11-01T08:00:00.000Z"}',
                   b'{"format":"clock-tick.v1",'):
+        with pytest.raises(UndecodableRecord):
+            decode_cdr_topic_record(value)
+
+
+def test_a_chain_refusal_round_trips_and_a_malformed_one_is_refused() -> None:
+    refusal = ChainRefusal("0b6c8a4e-2f0e-4d8b-9f4a-3f1f6f0f6a11", "op-a", "4df915ca-f22c-5214-9542-631074267f2a",
+                           "stale_version", "the request supersedes a version no longer in force")
+    assert decode_cdr_topic_record(encode_chain_refusal(refusal)) == refusal
+    for value in (b'{"format":"adjustment-refused.v1","refusal":{"adjustment_id":"x"}}',
+                  b'{"format":"adjustment-refused.v1","refusal":{}, "extra":1}',
+                  b'{"format":"adjustment-refused.v1",'):
         with pytest.raises(UndecodableRecord):
             decode_cdr_topic_record(value)
 

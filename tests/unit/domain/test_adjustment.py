@@ -21,6 +21,7 @@ from cdr_mediation.domain.adjustment import (
     AdjustmentKind,
     AdjustmentRefused,
     AdjustmentRequest,
+    ChainRefusal,
     RefusalCode,
     adjustment_cdr_id,
     adjustment_id_for,
@@ -268,7 +269,11 @@ class TestChainRules:
                                      corrected=corrected_from(original, segments=2)))
         stale = ledger.request("CORRECT", original["cdr_id"], key="k2", current=ledger.entry(original["cdr_id"]),
                                corrected=corrected_from(original, segments=3))
-        assert ledger.adjust(stale).refused.reason_code == RefusalCode.STALE_VERSION.value
+        refused = ledger.adjust(stale)
+        assert refused.refused.reason_code == RefusalCode.STALE_VERSION.value
+        # Recorded against the request, so its status says "refused" and it stops being pending.
+        assert refused.chain_refusal == ChainRefusal(stale.adjustment_id, stale.operator_id, original["cdr_id"],
+                                                     "stale_version", refused.refused.detail)
         fresh = ledger.request("CORRECT", original["cdr_id"], key="k3", corrected=corrected_from(original, segments=3))
         outcome = ledger.adjust(fresh)
         assert outcome.entry["segments"] == 3 and outcome.supersedes["segments"] == 2
@@ -297,10 +302,12 @@ class TestChainRules:
         ledger.adjust(ledger.request("VOID", a["cdr_id"], key="same"))
         outcome = ledger.adjust(ledger.request("VOID", b["cdr_id"], key="same"))
         assert outcome.refused.reason_code == RefusalCode.ADJUSTMENT_ID_REUSED.value
+        assert outcome.chain_refusal is None  # the id is the applied request's: its status stays "applied"
 
     def test_undecodable_records_are_dead_lettered_and_do_not_stop_the_chain(self, ledger: Ledger) -> None:
         outcome = ledger.adjust(b'{"format":"adjustment.v1","request":{"kind":"VOID"}}')
         assert outcome.refused.reason_code == RefusalCode.INVALID_REQUEST.value
+        assert outcome.chain_refusal is None  # no request, no id to record it against
         assert outcome.new_state.applied_offset == ledger.offset and outcome.new_state.chain_seq == 3
         ledger.dlrs(dlr(4))
         assert ledger.state.chain_seq == 4
