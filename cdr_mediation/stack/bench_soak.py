@@ -146,7 +146,7 @@ def summary_line(*, rate: float, minutes: float, seconds: float, published: int,
     seed_rate = SEED_DLR_PER_H / 3600
     seed = {
         "rate_ok": rate_in >= seed_rate,
-        "duration_ok": minutes >= SEED_MINUTES,
+        "duration_ok": minutes >= SEED_MINUTES and seconds >= SEED_MINUTES * 60 * 0.99,  # not cut short
         "lag_ok": p99 is not None and p99 < SEED_LAG_P99_S,
         "lossless": lossless,
     }
@@ -260,6 +260,7 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
         published_in_minute = 0
         published_total = 0
         minute, last_line = 0, began
+        interrupted_at: int | None = None
 
         async def sample_rss() -> None:
             while True:
@@ -287,8 +288,22 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
         documents = synthetic_dlrs(seed=1, start=START, spacing_ms=spacing_ms, operators=pipeline.operators,
                                    id_prefix=pipeline.namespace)
         chunks = max(1, round(minutes * 60 / CHUNK_S))
+        # SIGTERM / SIGINT end the publishing early, not the run: the pipeline still drains and the
+        # summary (with `interrupted_at_minute`) says what was lost. A second signal aborts.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            stop.set()
+            loop.remove_signal_handler(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
         try:
             for chunk in range(chunks):
+                if stop.is_set():
+                    interrupted_at = minute + 1
+                    break
                 # The global schedule, not the previous slice's end: a slice that ran late (a
                 # connect, a slow ack) is caught up by the next one instead of drifting.
                 due = round(rate * CHUNK_S * (chunk + 1)) - published_total
@@ -344,6 +359,7 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
     result["namespace"] = pipeline.namespace
     result["workers"], result["partitions"], result["exporter"] = workers, partitions, exporter
     result["bridge_linger_ms"] = bridge_linger_ms
+    result["interrupted_at_minute"] = interrupted_at
     emit(result)
     return result
 

@@ -100,6 +100,8 @@ def test_an_hour_at_ten_times_the_seed_rate_passes():
     ({"stored": 5_000_401}, "lossless"),  # one CDR stored twice
     ({"lags": [2.0] * 98 + [31.0] * 2}, "lag_ok"),
     ({"minutes": 30, "seconds": 1800.0}, "duration_ok"),
+    ({"seconds": 2100.0, "published": 2_917_000, "stored": 2_917_000, "distinct": 2_917_000},
+     "duration_ok"),  # an hour asked for, stopped at minute 35
     ({"published": 400_000, "stored": 400_000, "distinct": 400_000}, "rate_ok"),
 ])
 def test_each_missed_requirement_fails_the_seed_target(overrides, failed):
