@@ -613,7 +613,8 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     install_sigterm_as_interrupt()
     result = asyncio.run(run_soak(Path(args.state_dir), rate=args.rate, minutes=args.minutes, workers=args.workers,
                                   partitions=args.partitions, exporter=args.exporter,
-                                  bridge_linger_ms=args.bridge_linger_ms))
+                                  operators=args.operators, bridge_linger_ms=args.bridge_linger_ms,
+                                  bridge_max_batch=args.bridge_max_batch))
     return soak_exit_status(result)
 
 
@@ -770,6 +771,9 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--minutes", type=float, required=True, help="how long to publish (then drain)")
     soak.add_argument("--workers", type=int, default=2, help="worker processes, each running every agent")
     soak.add_argument("--partitions", type=int, default=4)
+    soak.add_argument("--operators", type=int, default=8, help="operators the synthetic DLRs are spread over")
+    soak.add_argument("--bridge-max-batch", type=int, default=None,
+                      help="CDR_BRIDGE_MAX_BATCH of the bridge: at most this many DLRs per gather (default 1000)")
     soak.add_argument("--bridge-linger-ms", type=int, default=None,
                       help="CDR_BRIDGE_LINGER_MS of the bridge: DLRs per Kafka record. On the local Tansu broker "
                            "every fetch costs in proportion to the record batches a partition holds, so a long "

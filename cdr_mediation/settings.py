@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     bridge_ack_wait_s: float = Field(30.0, gt=0, description="JetStream redelivers unacked DLRs after this")
     bridge_linger_ms: int = Field(50, ge=0, le=5000,
                                   description="how long the bridge gathers DLRs into one batch before forwarding")
+    bridge_max_batch: int = Field(1000, ge=1, le=10_000,
+                                  description="most DLRs the bridge gathers before forwarding (its JetStream pull "
+                                              "batch; four times this may be unacknowledged)")
     pg_dsn: SecretStr = SecretStr("postgresql://cdr_app@127.0.0.1:5432/cdr")
 
     hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"

@@ -34,7 +34,6 @@ PULL_ERRORS = Counter("cdr_bridge_pull_errors_total", "JetStream pull requests e
 KAFKA_RETRIES = Counter("cdr_bridge_kafka_retries_total", "Batches retried because Kafka did not acknowledge")
 
 DURABLE = "cdr-bridge"
-FETCH_BATCH = 1000
 
 
 class Bridge:
@@ -51,8 +50,8 @@ class Bridge:
         await ensure_pull_consumer(js, self.inbox.stream, ConsumerConfig(
             durable_name=DURABLE, filter_subject=self.inbox.wildcard, ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.bridge_ack_wait_s,
-            max_ack_pending=FETCH_BATCH * 4))
-        puller = PullBatches(nc, self.inbox.stream, DURABLE, max_batch=FETCH_BATCH)
+            max_ack_pending=self.settings.bridge_max_batch * 4))
+        puller = PullBatches(nc, self.inbox.stream, DURABLE, max_batch=self.settings.bridge_max_batch)
         await puller.start()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=False,

@@ -226,7 +226,7 @@ class _Lags:
 
 async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int = 2, partitions: int = 4,
                    operators: int = 8, exporter: bool = False, spacing_ms: int = 20,
-                   bridge_linger_ms: int | None = None,
+                   bridge_linger_ms: int | None = None, bridge_max_batch: int | None = None,
                    emit: Callable[[dict], None] = lambda line: print(json.dumps(line), flush=True)) -> dict:
     stack = Stack(state_dir)
     stack.up()
@@ -236,8 +236,10 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
     conn = await asyncpg.connect(pipeline.env["CDR_PG_DSN"])
     restarts: dict[str, int] = {}
     try:
-        pipeline.start("bridge", "bridge", **({"CDR_BRIDGE_LINGER_MS": str(bridge_linger_ms)}
-                                              if bridge_linger_ms is not None else {}))
+        bridge_env = {name: str(value) for name, value in (("CDR_BRIDGE_LINGER_MS", bridge_linger_ms),
+                                                           ("CDR_BRIDGE_MAX_BATCH", bridge_max_batch))
+                      if value is not None}
+        pipeline.start("bridge", "bridge", **bridge_env)
         for name in names[1:]:
             pipeline.start(name, "worker", CDR_WORKER_AGENTS=agents)
         warmup = [json.dumps(d).encode() for d in synthetic_dlrs(seed=0, start=START, count=200,
@@ -358,7 +360,8 @@ async def run_soak(state_dir: Path, *, rate: float, minutes: float, workers: int
     result["began"] = dt.datetime.fromtimestamp(began_wall, dt.timezone.utc).isoformat(timespec="seconds")
     result["namespace"] = pipeline.namespace
     result["workers"], result["partitions"], result["exporter"] = workers, partitions, exporter
-    result["bridge_linger_ms"] = bridge_linger_ms
+    result["bridge_linger_ms"], result["bridge_max_batch"] = bridge_linger_ms, bridge_max_batch
+    result["operators"] = operators
     result["interrupted_at_minute"] = interrupted_at
     emit(result)
     return result
