@@ -20,7 +20,7 @@ from cdr_mediation.agents.pg_sink import SinkReadiness
 from cdr_mediation.codecs.records import UndecodableRecord, decode_cdr_topic_record
 from cdr_mediation.domain.adjustment import ChainRefusal
 from cdr_mediation.domain.rollup import ClockTick
-from cdr_mediation.observability.tracing import TRACER, SpanKind, context_of, traceparent_in
+from cdr_mediation.observability.tracing import consumer_span, traceparent_in
 from cdr_mediation.settings import Settings
 from cdr_mediation.topology.topics import CDR
 
@@ -46,12 +46,7 @@ def register(app: faust.App, settings: Settings, readiness: SinkReadiness) -> No
                           extra={"error": str(exc), "operator_id": operator_id, "offset": event.message.offset})
                 continue
             message = event.message
-            with TRACER.start_as_current_span(
-                    f"{message.topic} process", context=context_of(message.headers), kind=SpanKind.CONSUMER,
-                    attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
-                                "messaging.destination.name": message.topic,
-                                "messaging.destination.partition.id": str(message.partition),
-                                "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id}):
+            with consumer_span(message, operator_id):
                 if isinstance(record, ChainRefusal):
                     if store is not None:
                         await store.refusal(record)

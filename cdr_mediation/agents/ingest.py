@@ -31,7 +31,7 @@ from cdr_mediation.codecs.records import (
 from cdr_mediation.domain.adjustment import AdjustmentRefused
 from cdr_mediation.domain.ingest import BatchStep, apply_adjustment
 from cdr_mediation.domain.pricing import PricingSnapshot
-from cdr_mediation.observability.tracing import TRACER, SpanKind, context_of, headers_of
+from cdr_mediation.observability.tracing import consumer_span, headers_of
 from cdr_mediation.settings import Settings
 from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTable, IngestTableView
 from cdr_mediation.topology.topics import CDR, DLR, DLR_DEAD_LETTER
@@ -80,7 +80,9 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
             operator_id = (event.key or b"").decode("utf-8", "replace")
             offset = event.message.offset
             partition = event.message.partition
-            with BATCH_SECONDS.time(), _process_span(event, operator_id) as span:
+            # The span is the child of the bridge's (or, for an adjustment, the admin's) context in
+            # the record's headers; its own context goes on everything the record produces.
+            with BATCH_SECONDS.time(), consumer_span(event.message, operator_id) as span:
                 trace_headers = headers_of(span)
                 state = view.state(operator_id)
                 if offset <= state.applied_offset:
@@ -166,17 +168,6 @@ async def _adjust(view: IngestTableView, state, event, operator_id: str, cdr_top
         DEAD_LETTERS.labels(reason=outcome.refused.reason_code).inc()
         log.warning("adjustment refused", extra={"operator_id": operator_id, "reason": outcome.refused.reason_code,
                                                  "detail": outcome.refused.detail, "offset": offset})
-
-
-def _process_span(event, operator_id: str):
-    """The span of one `dlr.v1` record, child of the bridge's (or the outbox relay's) context in
-    its headers; its own context goes into the headers of what the record produces."""
-    message = event.message
-    return TRACER.start_as_current_span(
-        f"{message.topic} process", context=context_of(message.headers), kind=SpanKind.CONSUMER, attributes={
-            "messaging.system": "kafka", "messaging.operation.type": "process",
-            "messaging.destination.name": message.topic, "messaging.destination.partition.id": str(message.partition),
-            "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id})
 
 
 async def _send_all(futures) -> None:

@@ -124,3 +124,13 @@ def traceparent_in(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | 
     """The valid ``traceparent`` among Kafka headers, if any."""
     items = headers.items() if isinstance(headers, Mapping) else (headers or ())
     return next((valid_traceparent(value) for name, value in items if name == TRACEPARENT), None)
+
+
+def consumer_span(message, operator_id: str):
+    """The CONSUMER span of processing one Kafka record (a Faust `event.message`), child of the
+    context in its headers; use as a context manager (it becomes the current span)."""
+    return TRACER.start_as_current_span(
+        f"{message.topic} process", context=context_of(message.headers), kind=SpanKind.CONSUMER, attributes={
+            "messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": message.topic, "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset, "cdr.operator_id": operator_id})
