@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     hsm_key_ecdsa_p256: str = Field("cdr-export-p256", description="label of the token's P-256 signing key")
     export_config_file: Path | None = Field(None, description="export configuration (cdr-mediation.export-config.v1 JSON)")
     export_dir: Path | None = Field(None, description="where export files are built (default: <data_dir>/exports)")
+    # A file this large is built by two processes, byte-identical (agents/export_part.py): the
+    # build is CPU-bound in one interpreter. 0: always one process (e.g. a one-CPU pod).
+    export_split_min_records: int = Field(500_000, ge=0, description="export files of at least this many records "
+                                                                     "are built by two processes (0: never)")
 
     # Delivery of signed exports to the regulator (infra/delivery/): its SFTP drop box (key login,
     # strict host key) or its HTTPS endpoint (mutual TLS). Only the chosen channel's settings are

@@ -48,7 +48,7 @@ async def rebuild_and_compare(exporter, operator_id: str, day: str) -> list[dict
     report: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cdr-rebuild-") as scratch:
         folder = Path(scratch)
-        built = await exporter.sink.commit(lambda conn: build_day_export(conn, exporter.config, closed, folder))
+        built = await exporter.sink.commit(lambda conn: build_day_export(conn, exporter.config, closed, folder, split=exporter.split))
         checkpoint = _checkpoint_member(built.zip_path)
         cms, checkpoint_signature = exporter._sign_in_hsm(built.zip_path, checkpoint, day_cut_off(day))
         rebuilt = {ArchivedKind.SIGNATURE: cms, ArchivedKind.CHECKPOINT: checkpoint,

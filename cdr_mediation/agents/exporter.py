@@ -50,6 +50,7 @@ import faust
 from prometheus_client import Counter, Histogram
 
 from cdr_mediation.agents.export_build import CHECKPOINT_MEMBER, build_day_export, file_sha256
+from cdr_mediation.agents.export_part import SplitBuild
 from cdr_mediation.agents.export_delivery import (
     Next,
     OutgoingPart,
@@ -122,6 +123,7 @@ class Exporter:
         self._halted_for_chain_break: dict[tuple[str, str], DayClosed] = {}
         self.channel = delivery_channel(settings)
         self.sink = PostgresSink("export", settings.pg_dsn.get_secret_value(), readiness, contradiction=ExportConflict)
+        self.split = SplitBuild(settings.pg_dsn.get_secret_value(), settings.export_split_min_records)
         from cdr_mediation.agents.export_archive import ExportArchiver
         from cdr_mediation.infra.archive import archive_store
 
@@ -147,7 +149,7 @@ class Exporter:
                     await self.refuse_if_chain_broken(closed.operator_id)
                 if state is ExportState.PENDING:
                     with STEP_SECONDS.labels(step="build").time():
-                        built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
+                        built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed), split=self.split))
                     await self._checked_against_earlier_builds(closed, built.zip_sha256)
                     await self._record(closed, ExportEvent.BUILT, {
                         "file_name": built.file_name, "zip_sha256": built.zip_sha256,
@@ -241,7 +243,7 @@ class Exporter:
         recorded = (await self._recorded(closed, ExportEvent.BUILT, ExportEvent.REBUILT))["zip_sha256"]
         path = self._dir(closed) / f"{name}.zip"
         if not path.exists() or file_sha256(path) != recorded:
-            built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed)))
+            built = await self.sink.commit(lambda conn: build_day_export(conn, self.config, closed, self._dir(closed), split=self.split))
             if built.zip_sha256 != recorded:
                 raise ExportHalted("rebuild_differs", f"{name}: rebuilt ZIP {built.zip_sha256} differs from the "
                                                       f"recorded {recorded}: the stored CDRs or the configuration changed")

@@ -43,7 +43,8 @@ from cdr_mediation.domain.cdr import Cdr, format_utc
 from .errors import CodecValidationError
 from .header import FileHeader, TapCodes
 from .tap.record import AmountScale
-from .tap.writer import write_tap_file
+from .tap.parts import TapPartWriter, code_tables_met
+from .tap.writer import CodeTables, TapFileSummary, TapFileWriter, TapPart, write_tap_file
 
 DEFAULT_FORMAT = "ATRA_TAP_312_V1"
 CDR_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Cdr))
@@ -67,7 +68,8 @@ class ExportFormat(Protocol):
     file_extension: str
 
     def write(self, path: str | os.PathLike[str], header: FileHeader, records: Iterable[Cdr]) -> ExportSummary:
-        """Write `records` (chain order) as the complete file at `path`; raise on invalid input."""
+        """Write `records` (chain order) as the complete file at `path`; raise on invalid input.
+        A record is a `Cdr` or anything with its attributes (the exporter passes `CdrRecord`s)."""
         ...
 
 
@@ -126,10 +128,33 @@ class TapExportFormat:
     fsync: bool = True
     file_extension: str = ".tap"
 
+    # A file can be written in two parts at once (`codecs/tap/parts.py`): `open_writer` for the
+    # records 1 … k, `write_part` (another process) for the rest, `tables_met` for where the
+    # second part starts.
+    writes_parts = True
+
     def write(self, path: str | os.PathLike[str], header: FileHeader, records: Iterable[Cdr]) -> ExportSummary:
-        if self.codes is not None:
-            header = dataclasses.replace(header, codes=self.codes)
-        summary = write_tap_file(path, header, records, fsync=self.fsync)
+        header = self._header(header)
+        return self._summary(header, write_tap_file(path, header, records, fsync=self.fsync))
+
+    def open_writer(self, path: str | os.PathLike[str], header: FileHeader) -> "TapFileExport":
+        header = self._header(header)
+        return TapFileExport(TapFileWriter(path, header, fsync=self.fsync), lambda s: self._summary(header, s))
+
+    def tables_met(self, header: FileHeader, smsc_ids: Iterable[str], minutes: Iterable[str]) -> CodeTables:
+        return code_tables_met(self._header(header), smsc_ids, minutes)
+
+    def write_part(self, events_path: str | os.PathLike[str], header: FileHeader, records: Iterable[Cdr], *,
+                   tables: CodeTables, index_base: int) -> TapPart:
+        with TapPartWriter(events_path, self._header(header), tables=tables, index_base=index_base) as writer:
+            writer.add_all(records)
+        assert writer.part is not None
+        return writer.part
+
+    def _header(self, header: FileHeader) -> FileHeader:
+        return header if self.codes is None else dataclasses.replace(header, codes=self.codes)
+
+    def _summary(self, header: FileHeader, summary: TapFileSummary) -> ExportSummary:
         scale = AmountScale(header.currency_exponent, header.tap_decimal_places)
         return ExportSummary(
             self.name,
@@ -140,6 +165,26 @@ class TapExportFormat:
             scale.to_minor(summary.total_charge),
             scale.to_minor(summary.total_tax),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TapFileExport:
+    """An open TAP file: records, then the parts written elsewhere, then `close`."""
+
+    writer: TapFileWriter
+    summarise: Callable[[TapFileSummary], ExportSummary]
+
+    def add_all(self, records: Iterable[Cdr]) -> None:
+        self.writer.add_all(records)
+
+    def append_part(self, part: TapPart) -> None:
+        self.writer.append_part(part)
+
+    def close(self) -> ExportSummary:
+        return self.summarise(self.writer.close())
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 @register("ATRA_TAP_312_V1")

@@ -60,6 +60,17 @@ class CodecValidationError(CodecError, ValueError):
             source_field=self.source_field,
         )
 
+    def __reduce__(self):
+        # Crosses process boundaries whole (a large file's later part is encoded in a helper).
+        return _validation_error, (self.path, self.reason, self.record_index, self.cdr_id, self.source_field,
+                                   self.scope)
+
+
+def _validation_error(path: str, reason: str, record_index: int | None, cdr_id: str | None,
+                      source_field: str | None, scope: str | None) -> CodecValidationError:
+    return CodecValidationError(path, reason, record_index=record_index, cdr_id=cdr_id, source_field=source_field,
+                                scope=scope)
+
 
 class CodecDecodeError(CodecError, ValueError):
     """Bytes that are not a well-formed TAP/RAP structure of the supported kinds."""

@@ -22,7 +22,7 @@ import shutil
 import stat
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 COMPRESSION = zipfile.ZIP_DEFLATED
 UNIX = 3  # "version made by" host system: a constant, whatever machine builds the file
@@ -32,19 +32,21 @@ _CHUNK = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class ZipMember:
+    """One member: a file on disk (`path`), bytes (`data`), or bytes made when the member is
+    written (`later`), after the members before it — the checkpoint, which states the SHA-256 of
+    the data member that is compressed just before it, while that digest is taken on another core."""
+
     name: str
     path: Path | None = None
     data: bytes | None = None
+    later: Callable[[], bytes] | None = None
 
     def __post_init__(self) -> None:
-        if (self.path is None) == (self.data is None):
-            raise ValueError(f"member {self.name!r}: give exactly one of path or data")
+        if sum(source is not None for source in (self.path, self.data, self.later)) != 1:
+            raise ValueError(f"member {self.name!r}: give exactly one of path, data or later")
         if not self.name or self.name.startswith("/") or ".." in self.name.split("/") or "\\" in self.name:
             raise ValueError(f"member name {self.name!r} is not a plain relative name")
 
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else os.path.getsize(self.path)
 
 
 def _dos_time(cut_off: dt.datetime) -> tuple[int, int, int, int, int, int]:
@@ -64,13 +66,15 @@ def write_export_zip(destination: Path, members: Sequence[ZipMember], cut_off: d
     partial = destination.with_name(f".{destination.name}.partial")
     with zipfile.ZipFile(partial, "w") as archive:
         for member in members:
+            data = member.later() if member.later is not None else member.data
             info = zipfile.ZipInfo(member.name, date_time=date_time)
             info.compress_type, info.create_system = COMPRESSION, UNIX
             info.external_attr = MEMBER_MODE << 16
-            info.file_size = member.size  # known up front: zip64 is decided by size, not by a guess
+            # known up front: zip64 is decided by size, not by a guess
+            info.file_size = len(data) if data is not None else os.path.getsize(member.path)
             with archive.open(info, "w") as sink:
-                if member.data is not None:
-                    sink.write(member.data)
+                if data is not None:
+                    sink.write(data)
                 else:
                     with open(member.path, "rb") as source:
                         shutil.copyfileobj(source, sink, _CHUNK)

@@ -8,6 +8,7 @@ by `format_utc` with millisecond precision and a trailing ``Z``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
@@ -151,6 +152,11 @@ class Cdr:
 
 
 _CDR_FIELDS = tuple(field.name for field in dataclasses.fields(Cdr))
+# A `Cdr`'s values as an immutable named tuple: the same attribute names, for code that only reads
+# them in bulk (an export file of millions of stored entries). Cdr's frozen constructor sets each
+# of its 25 fields through object.__setattr__, about 10x the cost of a tuple (measured: 7.6 µs
+# against 0.7 µs per entry). `Cdr(*record)` is the Cdr.
+CdrRecord = collections.namedtuple("CdrRecord", _CDR_FIELDS)
 # All field values as one tuple in field order, read in C (one call instead of 25 getattr).
 _cdr_values = operator.attrgetter(*_CDR_FIELDS)
 _CHAIN_SEQ_INDEX = _CDR_FIELDS.index("chain_seq")

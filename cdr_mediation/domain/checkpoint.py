@@ -75,15 +75,42 @@ class Checkpoint:
         return cls(**{name: value[name] for name in fields})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckpointPart:
+    """What a `CheckpointBuilder` of the later part of a file accumulated, for the builder of
+    the earlier part to take over (`CheckpointBuilder.extend`): a large file's checkpoint is
+    built in two processes, and the result must equal the one-pass builder's."""
+
+    operator_id: str
+    day: str
+    start: int  # leaves (entries) of the file before this part
+    size: int
+    subtrees: tuple[tuple[int, bytes], ...]  # MerkleAccumulator.subtrees()
+    first_chain_seq: int | None
+    last_chain_seq: int | None
+    head_hash: str
+    currency: str | None
+    counts: Mapping[str, int]
+    records: int
+    billable_records: int
+    billable_segments: int
+    amount_minor: int
+    tax_minor: int
+    adjustments: Mapping[str, int]
+
+
 class CheckpointBuilder:
-    """Accumulates one file's entries in chain order; `finish` names the file and freezes."""
+    """Accumulates one file's entries in chain order; `finish` names the file and freezes.
+
+    A builder made with `start` > 0 accumulates the later part of a file from its entry
+    `start` on; its `part()` goes to the builder of the entries before (`extend`)."""
 
     __slots__ = ("operator_id", "day", "_merkle", "_first", "_last", "_head", "_currency", "_counts",
                  "_records", "_billable_records", "_billable_segments", "_amount", "_tax", "_adjustments")
 
-    def __init__(self, operator_id: str, day: str) -> None:
+    def __init__(self, operator_id: str, day: str, *, start: int = 0) -> None:
         self.operator_id, self.day = operator_id, day
-        self._merkle = MerkleAccumulator()
+        self._merkle = MerkleAccumulator(start)
         self._first: int | None = None
         self._last: int | None = None
         self._head = NO_HEAD_HASH
@@ -139,6 +166,49 @@ class CheckpointBuilder:
             "tax_minor": self._tax,
             "adjustments": dict(self._adjustments),
         }
+
+    def part(self) -> CheckpointPart:
+        return CheckpointPart(
+            self.operator_id, self.day, self._merkle.start, self._merkle.size, tuple(self._merkle.subtrees()),
+            self._first, self._last, self._head, self._currency, dict(self._counts), self._records,
+            self._billable_records, self._billable_segments, self._amount, self._tax, dict(self._adjustments),
+        )
+
+    def extend(self, part: CheckpointPart) -> None:
+        """Take over the entries `part` accumulated: the ones right after this builder's."""
+        if (part.operator_id, part.day) != (self.operator_id, self.day):
+            raise CheckpointError(f"a part of {part.operator_id!r} {part.day} in the file of "
+                                  f"{self.operator_id!r} {self.day}")
+        if part.start != self._merkle.start + self._merkle.size:
+            raise CheckpointError(f"a part from entry {part.start} after {self._merkle.start + self._merkle.size} "
+                                  "entries")
+        if not part.size:
+            return
+        if self._last is not None and part.first_chain_seq <= self._last:
+            raise CheckpointError(f"chain_seq {part.first_chain_seq} after {self._last}: entries must come in "
+                                  "increasing chain order")
+        if self._currency is not None and part.currency != self._currency:
+            raise CheckpointError(f"chain_seq {part.first_chain_seq}: currency {part.currency!r} in a "
+                                  f"{self._currency} file")
+        if set(part.counts) != set(self._counts) or set(part.adjustments) != set(self._adjustments):
+            raise CheckpointError("a part counted other statuses or adjustment types")
+        if sum(1 << height for height, _ in part.subtrees) != part.size:
+            raise CheckpointError(f"a part of {part.size} entries carried subtrees of other widths")
+        for height, node in part.subtrees:
+            self._merkle.add_subtree(height, node)
+        for status, count in part.counts.items():
+            self._counts[status] += count
+        for kind, count in part.adjustments.items():
+            self._adjustments[kind] += count
+        self._records += part.records
+        self._billable_records += part.billable_records
+        self._billable_segments += part.billable_segments
+        self._amount += part.amount_minor
+        self._tax += part.tax_minor
+        self._currency = self._currency if self._currency is not None else part.currency
+        if self._first is None:
+            self._first = part.first_chain_seq
+        self._last, self._head = part.last_chain_seq, part.head_hash
 
     def finish(self, *, file_name: str, file_sequence: int, cut_off: str, data_sha256: str) -> Checkpoint:
         return Checkpoint(

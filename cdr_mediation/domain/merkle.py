@@ -63,29 +63,60 @@ class MerkleAccumulator:
     root. The accumulator keeps the roots of the perfect subtrees of the leaves so far (at most
     one per height, heights decreasing left to right: the binary digits of the count); `root`
     folds them right to left, which is exactly the RFC 6962 split at the largest power of two.
+
+    A part of a file built elsewhere (`start` > 0: its first leaf is leaf `start` of the file)
+    keeps only subtrees that are subtrees of the whole file's tree: a node is formed only when
+    its left sibling is a leaf or node of this part. Its `subtrees()` are then added, in order,
+    to the accumulator of the leaves before `start` (`add_subtree`), which gives the root of
+    the leaves added one by one — any `start`, any part length (the tests compare them).
     """
 
-    __slots__ = ("_stack", "_size")
+    __slots__ = ("_stack", "_size", "_start")
 
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []  # (height, subtree root), heights decreasing
+    def __init__(self, start: int = 0) -> None:
+        if start < 0:
+            raise ValueError("a part cannot start before the first leaf")
+        self._stack: list[tuple[int, bytes]] = []  # (height, subtree root), contiguous, in leaf order
         self._size = 0
+        self._start = start
 
     @property
     def size(self) -> int:
+        """Leaves added (to this part)."""
         return self._size
+
+    @property
+    def start(self) -> int:
+        return self._start
 
     def add(self, record_hash: str) -> None:
         self.add_leaf(leaf_hash(record_hash))
 
     def add_leaf(self, leaf: bytes) -> None:
-        height, node = 0, leaf
+        self._push(0, leaf)
+
+    def add_subtree(self, height: int, node: bytes) -> None:
+        """Add the root of a perfect subtree of 2**height leaves that follow the leaves so far.
+        It must be a subtree of the file's tree: aligned on a multiple of its own width."""
+        if height < 0 or (self._start + self._size) % (1 << height):
+            raise ValueError(f"a subtree of height {height} cannot start at leaf {self._start + self._size}")
+        self._push(height, node)
+
+    def _push(self, height: int, node: bytes) -> None:
         stack = self._stack
-        while stack and stack[-1][0] == height:
+        first = self._start + self._size  # index of the node's first leaf in the file
+        self._size += 1 << height
+        # The node is a right child when its index at its level is odd; its left sibling is then
+        # the top of the stack, unless that sibling begins before this part.
+        while stack and stack[-1][0] == height and (first >> height) & 1:
             node = node_hash(stack.pop()[1], node)
+            first -= 1 << height
             height += 1
         stack.append((height, node))
-        self._size += 1
+
+    def subtrees(self) -> list[tuple[int, bytes]]:
+        """(height, root) of the perfect subtrees covering this part's leaves, in leaf order."""
+        return list(self._stack)
 
     def perfect_subtrees(self) -> list[bytes]:
         """Roots of the perfect subtrees covering the leaves so far, leftmost (highest) first."""
@@ -93,6 +124,8 @@ class MerkleAccumulator:
 
     @property
     def root(self) -> str:
+        if self._start:
+            raise ValueError("a part that does not start at the first leaf has no root of its own")
         if not self._stack:
             return EMPTY_ROOT
         node = self._stack[-1][1]

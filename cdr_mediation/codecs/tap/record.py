@@ -171,8 +171,11 @@ class RecordMapper:
     records that were mapped.
     """
 
-    def __init__(self, header: FileHeader, clock: EventClock) -> None:
+    def __init__(self, header: FileHeader, clock: EventClock, *, index_base: int = 0) -> None:
         codes = header.codes
+        # Records of the file before the first one mapped here (a later part of a file is
+        # mapped in another process): errors name the record's position in the whole file.
+        self._index_base = index_base
         self._operator_id = header.operator_id
         self._currency = header.currency
         self._clock = clock
@@ -186,6 +189,13 @@ class RecordMapper:
         self._rec_codes: dict[str, int] = {}
         self._senders: dict[str, bytes] = {}
         self.totals = BatchTotals()
+
+    def meet_smsc(self, smsc_id: str) -> None:
+        """Meet an SMSC as a record would: it gets the next recording entity code if it is new."""
+        if smsc_id not in self._rec_codes:
+            ascii_value(smsc_id, PATH_REC_ENTITY, "smsc_id")
+            self._rec_codes[smsc_id] = len(self.rec_entities)
+            self.rec_entities.append(smsc_id)
 
     def map_all(self, cdrs: Iterable[Cdr]) -> Iterator[tuple[Any, ...]]:
         """Validate and map records, yielding each record's fields before reading the next.
@@ -380,7 +390,7 @@ class RecordMapper:
                 if latest is None or done_at > latest:
                     latest = done_at
         except CodecValidationError as exc:
-            raise exc.for_record(index, _printable_id(cdr)) from None
+            raise exc.for_record(self._index_base + index, _printable_id(cdr)) from None
         finally:
             totals.count = count
             totals.first_chain_seq = first

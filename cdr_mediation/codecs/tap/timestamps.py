@@ -12,6 +12,7 @@ which second it belongs to).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 import datetime as dt
 import re
 import zoneinfo
@@ -99,6 +100,22 @@ class EventClock:
         # Validated ".mmmZ" parts; 1,000 exist, so the set fills up early and stops growing.
         self.millis: set[str] = set()
         self._cache_limit = cache_limit
+
+    def add_offsets(self, offsets: Iterable[str]) -> None:
+        """Give these new offsets (`offset_text` form) the next codes, in order (a later part of
+        a file starts with the codes the records before it handed out)."""
+        for offset in offsets:
+            if offset in self._codes:
+                raise ValueError(f"offset {offset!r} given twice")
+            self._codes[offset] = len(self.offsets)
+            self.offsets.append(offset)
+
+    def meet_minute(self, minute: str) -> None:
+        """Meet the UTC minute "YYYY-MM-DDThh:mm" as a record's timestamp would: its offset gets
+        the next code if it is new. Replaying the minutes the earlier records met, in the order
+        they met them, leaves the codes as those records left them (`parts.code_tables_met`)."""
+        if minute not in self._minutes:
+            self._convert_minute(minute)
 
     def event_time(self, text: str) -> tuple[bytes, int]:
         """(localTimeStamp, utcTimeOffsetCode) for a `format_utc` string; ValueError if malformed.

@@ -69,14 +69,52 @@ def reference_record_encoder(header: FileHeader) -> Callable[[ScuFields], bytes]
     return lambda fields: call_event.encode(scu_value(fields, header))
 
 
-class TapBatchEncoder:
-    """Pure part of the writer: records in, record bytes out, plus the framing at the end."""
+class PartMismatch(ValueError):
+    """A part of a file encoded elsewhere does not continue the records before it."""
 
-    def __init__(self, header: FileHeader, *, record_encoder: RecordEncoderName = "fast") -> None:
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TapPart:
+    """The call events of a later part of a file, encoded by `parts.TapPartWriter` into
+    `events_path`, with what `TapFileWriter.append_part` needs to continue from them."""
+
+    events_path: str
+    events_size: int
+    index_base: int  # records of the file before the part
+    start_tables: CodeTables  # the codes the part started with
+    end_tables: CodeTables  # … and ended with
+    count: int
+    total_charge: int
+    total_tax: int
+    earliest: str | None
+    latest: str | None
+    first_chain_seq: int | None
+    last_chain_seq: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CodeTables:
+    """The codes a writer has handed out so far, in code order: recording entities (SMSC ids)
+    and UTC offsets. Both become NetworkInfo; each record refers to them by code."""
+
+    rec_entities: tuple[str, ...] = ()
+    offsets: tuple[str, ...] = ()
+
+
+class TapBatchEncoder:
+    """Pure part of the writer: records in, record bytes out, plus the framing at the end.
+
+    `tables` starts the codes where the records before these left them (a later part of a
+    file, `parts.py`); `index_base` is the number of those records (for error positions)."""
+
+    def __init__(self, header: FileHeader, *, record_encoder: RecordEncoderName = "fast",
+                 tables: CodeTables | None = None, index_base: int = 0) -> None:
         self.header = header
         self.zone = groups.validate_header(header)
         self.clock = EventClock(self.zone)
-        self.mapper = RecordMapper(header, self.clock)
+        self.mapper = RecordMapper(header, self.clock, index_base=index_base)
+        if tables is not None:
+            self.continue_with(tables)
         self.totals = self.mapper.totals
         self.encode_fields: Callable[[ScuFields], bytes]
         if record_encoder == "fast":
@@ -85,6 +123,19 @@ class TapBatchEncoder:
             self.encode_fields = reference_record_encoder(header)
         else:
             raise ValueError(f"unknown record encoder {record_encoder!r}")
+
+    def tables(self) -> CodeTables:
+        return CodeTables(tuple(self.mapper.rec_entities), tuple(self.clock.offsets))
+
+    def continue_with(self, tables: CodeTables) -> None:
+        """Hand out codes from where `tables` stands: it must extend the codes handed out so far."""
+        current = self.tables()
+        if (tables.rec_entities[:len(current.rec_entities)] != current.rec_entities
+                or tables.offsets[:len(current.offsets)] != current.offsets):
+            raise PartMismatch(f"codes {tables} do not extend {current}")
+        for smsc_id in tables.rec_entities[len(current.rec_entities):]:
+            self.mapper.meet_smsc(smsc_id)
+        self.clock.add_offsets(tables.offsets[len(current.offsets):])
 
     def encode_records(self, cdrs: Iterable[Cdr]) -> Iterator[bytes]:
         """Validate and encode the next records, one at a time (raises `CodecValidationError`)."""
@@ -148,16 +199,23 @@ class TapFileWriter:
         record_encoder: RecordEncoderName = "fast",
         spool_dir: str | os.PathLike[str] | None = None,
         fsync: bool = True,
+        tables: CodeTables | None = None,
+        index_base: int = 0,
     ) -> None:
-        self._encoder = TapBatchEncoder(header, record_encoder=record_encoder)  # header checked first
+        # header checked first
+        self._encoder = TapBatchEncoder(header, record_encoder=record_encoder, tables=tables, index_base=index_base)
         self._path = Path(path)
         self._fsync = fsync
-        # Anonymous: the kernel frees it even if this process is killed.
-        self._spool: BinaryIO | None = tempfile.TemporaryFile(dir=spool_dir or self._path.parent)
+        self._spool: BinaryIO | None = self._open_spool(spool_dir)
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._events_size = 0
+        self._tail: list[tuple[Path, int]] = []  # events of later parts (`append_part`), in order
         self.summary: TapFileSummary | None = None
+
+    def _open_spool(self, spool_dir: str | os.PathLike[str] | None) -> BinaryIO:
+        # Anonymous: the kernel frees it even if this process is killed.
+        return tempfile.TemporaryFile(dir=spool_dir or self._path.parent)
 
     def add(self, cdr: Cdr) -> None:
         self.add_all((cdr,))
@@ -165,6 +223,8 @@ class TapFileWriter:
     def add_all(self, cdrs: Iterable[Cdr]) -> None:
         if self._spool is None:
             raise ValueError("writer is already closed or aborted")
+        if self._tail:
+            raise ValueError("records after an appended part would be out of chain order")
         append = self._pending.append
         size = self._pending_size
         encode = self._encoder.encode_fields
@@ -186,6 +246,37 @@ class TapFileWriter:
         self._events_size += size
         self._pending_size = 0
 
+    def append_part(self, part: "TapPart") -> None:
+        """Take the records of the file's next part, encoded by a `parts.TapPartWriter` (in
+        another process) that started with the codes this writer has handed out: after its
+        records, this writer is where the one-pass writer would be. Raises `PartMismatch`
+        (and takes nothing) when the part did not start where this writer stands."""
+        if self._spool is None:
+            raise ValueError("writer is already closed or aborted")
+        encoder = self._encoder
+        if part.start_tables != encoder.tables():
+            raise PartMismatch(f"the part started with codes {part.start_tables}, the records before it "
+                               f"left {encoder.tables()}")
+        if part.index_base != encoder.totals.count:
+            raise PartMismatch(f"the part starts at record {part.index_base + 1}, "
+                               f"after {encoder.totals.count} records")
+        if not part.count:
+            return
+        last = encoder.totals.last_chain_seq
+        if last is not None and part.first_chain_seq <= last:
+            raise PartMismatch(f"the part starts at chain_seq {part.first_chain_seq}, after {last}")
+        totals = encoder.totals
+        totals.count += part.count
+        totals.total_charge += part.total_charge
+        totals.total_tax += part.total_tax
+        totals.earliest = part.earliest if totals.earliest is None else min(totals.earliest, part.earliest)
+        totals.latest = part.latest if totals.latest is None else max(totals.latest, part.latest)
+        if totals.first_chain_seq is None:
+            totals.first_chain_seq = part.first_chain_seq
+        totals.last_chain_seq = part.last_chain_seq
+        encoder.continue_with(part.end_tables)
+        self._tail.append((Path(part.events_path), part.events_size))
+
     def close(self) -> TapFileSummary:
         """Finish the file and move it into place; returns what was written."""
         if self.summary is not None:
@@ -198,10 +289,12 @@ class TapFileWriter:
                 self._write_pending(self._pending_size)
             spool.flush()
             if self._encoder.totals.count:
-                prefix, suffix = self._encoder.framing(self._events_size)
-                size = _write_atomically(self._path, self._fsync, prefix, spool, self._events_size, suffix)
+                tail_size = sum(size for _, size in self._tail)
+                prefix, suffix = self._encoder.framing(self._events_size + tail_size)
+                size = _write_atomically(self._path, self._fsync, prefix, [(spool, self._events_size), *self._tail],
+                                         suffix)
             else:
-                size = _write_atomically(self._path, self._fsync, self._encoder.notification(), None, 0, b"")
+                size = _write_atomically(self._path, self._fsync, self._encoder.notification(), [], b"")
         except BaseException:
             self.abort()
             raise
@@ -230,14 +323,21 @@ class TapFileWriter:
 
 
 def _write_atomically(
-    path: Path, fsync: bool, prefix: bytes, spool: BinaryIO | None, spool_size: int, suffix: bytes
+    path: Path, fsync: bool, prefix: bytes, events: list[tuple[BinaryIO | Path, int]], suffix: bytes
 ) -> int:
+    """prefix + each (spool or file of events, its size) in order + suffix, at `path`."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         try:
             _write_all(handle, prefix)
-            if spool is not None:
-                _copy_spool(spool, handle, spool_size)
+            for source, size in events:
+                if isinstance(source, Path):
+                    with open(source, "rb") as part:
+                        if os.fstat(part.fileno()).st_size != size:
+                            raise ValueError(f"{source} does not hold the {size} octets of its part")
+                        _copy_spool(part, handle, size)
+                else:
+                    _copy_spool(source, handle, size)
             _write_all(handle, suffix)
             if fsync:
                 os.fsync(handle)
@@ -250,7 +350,7 @@ def _write_atomically(
         except FileNotFoundError:
             pass
         raise
-    return len(prefix) + spool_size + len(suffix)
+    return len(prefix) + sum(size for _, size in events) + len(suffix)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import asyncpg
 
-from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc, parse_utc
+from cdr_mediation.domain.cdr import Cdr, CdrRecord, DlrStatus, RecordType, format_utc, parse_utc
 
 ENTRY_COLUMNS = tuple(field.name for field in dataclasses.fields(Cdr))
 COLUMNS = ENTRY_COLUMNS + ("record_hash",)
@@ -67,19 +67,24 @@ def row_to_mapping(row) -> dict:
     return values
 
 
-def cdr_from_row(row: Sequence) -> Cdr:
-    """The `Cdr` a stored row holds (a row of `COLUMNS`, in that order, as `iter_day_rows` yields):
-    equal to `Cdr.from_entry` of its entry (`row_to_mapping` without ``record_hash``).
+def record_from_row(row: Sequence) -> CdrRecord:
+    """The entry a stored row holds (a row of `COLUMNS`, in that order, as `iter_file_rows`
+    yields) as a `CdrRecord`: `Cdr(*record)` equals `Cdr.from_entry` of its entry
+    (`row_to_mapping` without ``record_hash``).
 
     Built straight from the row's values: the export converts tens of millions of rows, and the
-    intermediate entry dict and keyword construction were a third of its CPU (measured)."""
+    intermediate entry dict and keyword construction were a third of its CPU, the frozen
+    dataclass's constructor a fifth of the rest (measured)."""
     values = list(row)
     del values[len(ENTRY_COLUMNS):]
     for index in _TIMESTAMP_INDEXES:
         values[index] = format_utc(values[index])
     values[_RECORD_TYPE_INDEX] = _member(RecordType, _RECORD_TYPES, values[_RECORD_TYPE_INDEX])
     values[_STATUS_INDEX] = _member(DlrStatus, _STATUSES, values[_STATUS_INDEX])
-    return Cdr(*values)
+    return _record(values)
+
+
+_record = CdrRecord._make
 
 
 def _member(enum_type, members: Mapping, value):
@@ -195,23 +200,94 @@ async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.date
     """An operator's stored rows (`COLUMNS`) with `start <= done_at < end` and `chain_seq <=
     through_seq`, in chain order, paged by chain_seq over the primary key (bounded memory for a
     day of tens of millions). The day's chain_seq range comes from the (operator_id, done_at)
-    index; entries of neighbouring days interleaved in it are skipped by the filter.
+    index; entries of neighbouring days interleaved in it are skipped by the filter."""
+    query = await _day_query(conn, operator_id, start, end, through_seq)
+    if query is not None:
+        async for row in iter_file_rows(conn, query, page=page, columns=columns):
+            yield row
 
-    The next page is requested as soon as a page arrives, so PostgreSQL reads it (on another
-    core) while the caller works through this one; `conn` is busy until the iteration ends."""
+
+@dataclasses.dataclass(frozen=True)
+class FileRowsQuery:
+    """Which stored rows an export file holds: `where` (a predicate over `cdr` with the
+    placeholders $1 … $len(args)) within the chain_seq range [first_seq, last_seq]. One
+    definition for reading, counting and splitting a file's rows."""
+
+    where: str
+    args: tuple
+    first_seq: int
+    last_seq: int
+
+    def bounded(self, first_seq: int | None = None, last_seq: int | None = None) -> "FileRowsQuery":
+        """The same rows, within a narrower chain_seq range."""
+        return dataclasses.replace(
+            self, first_seq=self.first_seq if first_seq is None else max(self.first_seq, first_seq),
+            last_seq=self.last_seq if last_seq is None else min(self.last_seq, last_seq))
+
+    def sql(self, select: str, tail: str = "") -> tuple[str, list]:
+        """`SELECT {select} FROM cdr WHERE` the rows `{tail}`; the statement and its arguments
+        (the range is the last two; `tail` may use ${len(args) + 3} on)."""
+        n = len(self.args)
+        return (f"SELECT {select} FROM cdr WHERE {self.where} AND chain_seq >= ${n + 1} AND chain_seq <= ${n + 2} "
+                f"{tail}", [*self.args, self.first_seq, self.last_seq])
+
+
+async def _day_query(conn, operator_id: str, start: dt.datetime, end: dt.datetime,
+                     through_seq: int) -> FileRowsQuery | None:
     bounds = await conn.fetchrow(
         "SELECT min(chain_seq) AS lo, max(chain_seq) AS hi FROM cdr "
         "WHERE operator_id = $1 AND done_at >= $2 AND done_at < $3", operator_id, start, end)
     if bounds["lo"] is None or bounds["lo"] > through_seq:
-        return
-    last_seq = min(bounds["hi"], through_seq)
-    query = (f"SELECT {', '.join(columns)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
-             "AND done_at >= $4 AND done_at < $5 ORDER BY chain_seq LIMIT $6")
+        return None
+    return FileRowsQuery("operator_id = $1 AND done_at >= $2 AND done_at < $3", (operator_id, start, end),
+                         bounds["lo"], min(bounds["hi"], through_seq))
+
+
+async def file_rows_query(conn, scope) -> FileRowsQuery | None:
+    """The rows of an export file (`domain.file_scope.FileScope`); None when it holds none.
+
+    The first file of an operator holds its day (`iter_day_rows`). Later files read one range
+    of the primary key — from the lower of the day's first chain_seq and the previous close's
+    head, to this close's head — filtered by the two rules of the scope."""
+    start = dt.datetime.fromisoformat(scope.day).replace(tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(days=1)
+    if not scope.carried_days or scope.after_seq >= scope.through_seq:
+        return await _day_query(conn, scope.operator_id, start, end, scope.through_seq)
+    day_lo = await conn.fetchval("SELECT min(chain_seq) FROM cdr WHERE operator_id = $1 AND done_at >= $2 "
+                                 "AND done_at < $3", scope.operator_id, start, end)
+    first_seq = min(day_lo if day_lo is not None else scope.after_seq + 1, scope.after_seq + 1)
+    days = [dt.date.fromisoformat(day) for day in scope.carried_days]
+    return FileRowsQuery("operator_id = $1 AND ((done_at >= $2 AND done_at < $3) "
+                         "OR (chain_seq > $4 AND (done_at AT TIME ZONE 'UTC')::date = ANY($5::date[])))",
+                         (scope.operator_id, start, end, scope.after_seq, days), first_seq, scope.through_seq)
+
+
+async def iter_scope_rows(conn, scope, *, page: int = 10_000,
+                          columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
+    """The stored rows of an export file (`domain.file_scope.FileScope`), in chain order, paged."""
+    query = await file_rows_query(conn, scope)
+    if query is not None:
+        async for row in iter_file_rows(conn, query, page=page, columns=columns):
+            yield row
+
+
+async def iter_file_rows(conn, query: FileRowsQuery, *, page: int = 10_000,
+                         columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
+    """The rows `query` names, in chain order, paged by chain_seq over the primary key.
+
+    The next page is requested as soon as a page arrives, so PostgreSQL reads it (on another
+    core) while the caller works through this one; `conn` is busy until the iteration ends."""
+    statement, args = query.sql(", ".join(columns), f"ORDER BY chain_seq LIMIT ${len(query.args) + 3}")
+    args.append(page)
+    lower, last_seq = len(query.args), query.last_seq
 
     def fetch(from_seq: int) -> asyncio.Future:
-        return asyncio.ensure_future(conn.fetch(query, operator_id, from_seq, last_seq, start, end, page))
+        args[lower] = from_seq  # the range's lower end: this page's start
+        return asyncio.ensure_future(conn.fetch(statement, *args))
 
-    pending: asyncio.Future | None = fetch(bounds["lo"])
+    if query.first_seq > last_seq:
+        return
+    pending: asyncio.Future | None = fetch(query.first_seq)
     try:
         while pending is not None:
             rows = await pending
@@ -227,36 +303,30 @@ async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.date
                 await pending
 
 
-async def iter_scope_rows(conn, scope, *, page: int = 10_000,
-                          columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
-    """The stored rows of an export file (`domain.file_scope.FileScope`), in chain order, paged.
+async def count_file_rows(conn, query: FileRowsQuery) -> int:
+    statement, args = query.sql("count(*)")
+    return await conn.fetchval(statement, *args)
 
-    The first file of an operator carries nothing: `iter_day_rows`. Later files read one range
-    of the primary key — from the lower of the day's first chain_seq and the previous close's
-    head, to this close's head — filtered by the two rules of the scope."""
-    start = dt.datetime.fromisoformat(scope.day).replace(tzinfo=dt.timezone.utc)
-    end = start + dt.timedelta(days=1)
-    if not scope.carried_days or scope.after_seq >= scope.through_seq:
-        async for row in iter_day_rows(conn, scope.operator_id, start, end, through_seq=scope.through_seq, page=page,
-                                       columns=columns):
-            yield row
-        return
-    day_lo = await conn.fetchval("SELECT min(chain_seq) FROM cdr WHERE operator_id = $1 AND done_at >= $2 "
-                                 "AND done_at < $3", scope.operator_id, start, end)
-    next_seq = min(day_lo if day_lo is not None else scope.after_seq + 1, scope.after_seq + 1)
-    days = [dt.date.fromisoformat(day) for day in scope.carried_days]
-    query = (f"SELECT {', '.join(columns)} FROM cdr WHERE operator_id = $1 AND chain_seq >= $2 AND chain_seq <= $3 "
-             "AND ((done_at >= $4 AND done_at < $5) "
-             "     OR (chain_seq > $6 AND (done_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))) "
-             "ORDER BY chain_seq LIMIT $8")
-    while next_seq <= scope.through_seq:
-        rows = await conn.fetch(query, scope.operator_id, next_seq, scope.through_seq, start, end,
-                                scope.after_seq, days, page)
-        for row in rows:
-            yield row
-        if len(rows) < page:
-            return
-        next_seq = rows[-1]["chain_seq"] + 1
+
+async def nth_file_seq(conn, query: FileRowsQuery, index: int) -> int | None:
+    """chain_seq of the file's row at 0-based `index` (chain order), None past the end."""
+    statement, args = query.sql("chain_seq", f"ORDER BY chain_seq OFFSET ${len(query.args) + 3} LIMIT 1")
+    return await conn.fetchval(statement, *args, index)
+
+
+async def first_met(conn, query: FileRowsQuery) -> tuple[list[str], list[str]]:
+    """In the rows' chain order: the SMSC ids as first met, and the UTC minutes
+    ("YYYY-MM-DDThh:mm") as first met reading each row's submitted_at before its done_at.
+    An encoder that numbers values as it meets them (TAP's recording entity and UTC offset
+    codes) numbers the next rows as after reading these (`agents/export_part.py`)."""
+    smsc, smsc_args = query.sql("smsc_id, min(chain_seq) AS met", "GROUP BY smsc_id")
+    smsc_ids = [row["smsc_id"] for row in await conn.fetch(f"SELECT smsc_id FROM ({smsc}) s ORDER BY met",
+                                                             *smsc_args)]
+    deposits, args = query.sql("date_trunc('minute', submitted_at, 'UTC') AS minute, chain_seq * 2 AS met")
+    completions, _ = query.sql("date_trunc('minute', done_at, 'UTC') AS minute, chain_seq * 2 + 1 AS met")
+    rows = await conn.fetch(f"SELECT minute FROM ({deposits} UNION ALL {completions}) m GROUP BY minute "
+                            "ORDER BY min(met)", *args)
+    return smsc_ids, [format_utc(row["minute"])[:16] for row in rows]
 
 
 async def fetch_entry(conn, cdr_id: str) -> dict | None:

@@ -76,6 +76,22 @@ def test_member_names_are_plain_relative_names(name) -> None:
 
 
 def test_a_member_has_exactly_one_source(tmp_path) -> None:
-    for sources in ({}, {"path": tmp_path / "f", "data": b""}):
+    for sources in ({}, {"path": tmp_path / "f", "data": b""}, {"data": b"", "later": bytes}):
         with pytest.raises(ValueError, match="exactly one"):
             ZipMember("ok", **sources)
+
+
+def test_a_member_made_later_zips_as_its_bytes(tmp_path) -> None:
+    data_file = tmp_path / "data.tap"
+    data_file.write_bytes(b"tap" * 1000)
+    made: list[bool] = []
+
+    def checkpoint() -> bytes:
+        made.append(True)
+        return b'{"format":"x"}'
+
+    later = [ZipMember("data.tap", path=data_file), ZipMember("checkpoint.json", later=checkpoint)]
+    write_export_zip(tmp_path / "out.zip", later, CUT_OFF)
+    write_export_zip(tmp_path / "bytes.zip", [later[0], ZipMember("checkpoint.json", data=b'{"format":"x"}')], CUT_OFF)
+    assert (tmp_path / "out.zip").read_bytes() == (tmp_path / "bytes.zip").read_bytes()
+    assert made == [True]

@@ -138,3 +138,38 @@ def test_a_document_with_missing_or_extra_members_is_refused() -> None:
                 {**document, "format": "cdr-mediation.checkpoint.v0"}):
         with pytest.raises(CheckpointError):
             Checkpoint.from_dict(bad)
+
+
+@pytest.mark.parametrize("split", range(0, 15))
+def test_a_file_built_in_two_parts_has_the_checkpoint_of_one_pass(split: int) -> None:
+    entries = _entries()
+    earlier, later = CheckpointBuilder(OP, DAY), CheckpointBuilder(OP, DAY, start=split)
+    for entry, digest in entries[:split]:
+        earlier.add(entry, digest)
+    for entry, digest in entries[split:]:
+        later.add(entry, digest)
+    earlier.extend(later.part())
+    assert earlier.finish(**FILE).canonical_bytes() == _build(entries).canonical_bytes()
+
+
+def test_a_part_that_does_not_follow_is_refused_and_changes_nothing() -> None:
+    entries = _entries()
+    earlier = CheckpointBuilder(OP, DAY)
+    for entry, digest in entries[:5]:
+        earlier.add(entry, digest)
+    gap = CheckpointBuilder(OP, DAY, start=6)  # entry 6 would be missing
+    for entry, digest in entries[6:]:
+        gap.add(entry, digest)
+    with pytest.raises(CheckpointError, match="from entry 6 after 5 entries"):
+        earlier.extend(gap.part())
+    overlap = CheckpointBuilder(OP, DAY, start=5)  # starts again at entry 4's chain_seq
+    for entry, digest in entries[4:]:
+        overlap.add(entry, digest)
+    with pytest.raises(CheckpointError, match="increasing chain order"):
+        earlier.extend(overlap.part())
+    other = CheckpointBuilder("op-other", DAY, start=5)
+    with pytest.raises(CheckpointError, match="a part of 'op-other'"):
+        earlier.extend(other.part())
+    for entry, digest in entries[5:]:
+        earlier.add(entry, digest)
+    assert earlier.finish(**FILE) == _build(entries)

@@ -32,7 +32,7 @@ from cdr_mediation.domain.dlr import InvalidDlr, parse_dlr
 from cdr_mediation.domain.ingest import DedupEntry, OperatorIngestState
 from cdr_mediation.domain.projection import CDR_ID_NAMESPACE, cdr_id_for, project
 from cdr_mediation.domain.strict_json import StrictJsonError, loads_strict
-from cdr_mediation.infra.postgres.cdr_store import cdr_from_row, cdr_row, entry_row, row_to_mapping
+from cdr_mediation.infra.postgres.cdr_store import cdr_row, entry_row, record_from_row, row_to_mapping
 
 from .domain_samples import BASE_DLR, dlr_doc
 from .test_dlr import valid_dlr_docs
@@ -282,7 +282,7 @@ def test_store_rows_from_entries_equal_rows_from_cdrs_and_read_back_exactly() ->
         assert row_to_mapping(dict(zip(COLUMNS, row))) == {**cdr.to_entry(), "record_hash": digest}
 
 
-def test_a_stored_row_becomes_the_cdr_of_its_entry() -> None:
+def test_a_stored_row_becomes_the_record_of_its_entry() -> None:
     from cdr_mediation.infra.postgres.cdr_store import COLUMNS
 
     adjustment = dataclasses.replace(sample_cdrs(1)[0][0], record_type=RecordType.VOID, amount_minor=0,
@@ -292,7 +292,10 @@ def test_a_stored_row_becomes_the_cdr_of_its_entry() -> None:
         row = cdr_row(cdr, digest)  # what the table stores, in COLUMNS order
         entry = row_to_mapping(dict(zip(COLUMNS, row)))
         del entry["record_hash"]
-        assert cdr_from_row(row) == Cdr.from_entry(entry) == cdr
+        record = record_from_row(row)
+        assert Cdr(*record) == Cdr.from_entry(entry) == cdr
+        assert all(getattr(record, name) == getattr(cdr, name) for name in record._fields)
+        assert record._fields == tuple(field.name for field in dataclasses.fields(Cdr))
 
 
 @pytest.mark.parametrize("column, value", [("status", "delivered"), ("record_type", "NOPE"), ("status", ["X"])])
@@ -302,7 +305,7 @@ def test_a_stored_row_with_an_unknown_status_or_type_is_refused_like_an_entry(co
     row = list(cdr_row(*sample_cdrs(1)[0]))
     row[COLUMNS.index(column)] = value
     with pytest.raises(ValueError):
-        cdr_from_row(row)
+        record_from_row(row)
 
 
 def _with_entry(value: bytes, change) -> bytes:

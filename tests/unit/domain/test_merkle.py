@@ -257,3 +257,38 @@ class TestStreamingInclusionProof:
         twice.add(record(0), target=True)
         with pytest.raises(ValueError, match="two target leaves"):
             twice.add(record(1), target=True)
+
+
+class TestAccumulatorParts:
+    """A file's root from two parts built apart (a large export is built by two processes):
+    the later part keeps only subtrees of the whole tree, the earlier part adds them."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(min_size=32, max_size=32).map(bytes.hex), min_size=1, max_size=140), st.data())
+    def test_any_split_gives_the_root_of_the_whole(self, leaves: list[str], data: st.DataObject) -> None:
+        split = data.draw(st.integers(0, len(leaves)))
+        earlier, later = MerkleAccumulator(), MerkleAccumulator(start=split)
+        for leaf in leaves[:split]:
+            earlier.add(leaf)
+        for leaf in leaves[split:]:
+            later.add(leaf)
+        for height, node in later.subtrees():
+            earlier.add_subtree(height, node)
+        assert (earlier.size, earlier.root) == (len(leaves), naive_root(leaves).hex())
+
+    def test_a_later_parts_subtrees_are_aligned_in_the_whole_tree(self) -> None:
+        later = MerkleAccumulator(start=5)
+        for i in range(5, 21):
+            later.add(record(i))
+        # leaves 5 | 6-7 | 8-15 | 16-19 | 20: each a node of the tree of 21 leaves
+        assert [height for height, _ in later.subtrees()] == [0, 1, 3, 2, 0]
+
+    def test_a_subtree_off_its_alignment_and_a_parts_own_root_are_refused(self) -> None:
+        accumulator = MerkleAccumulator()
+        accumulator.add(RECORDS[0])
+        with pytest.raises(ValueError, match="cannot start at leaf 1"):
+            accumulator.add_subtree(1, bytes(32))
+        part = MerkleAccumulator(start=3)
+        part.add(RECORDS[0])
+        with pytest.raises(ValueError, match="no root of its own"):
+            part.root
