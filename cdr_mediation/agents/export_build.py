@@ -25,7 +25,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from cdr_mediation.agents.export_part import (
@@ -40,7 +40,7 @@ from cdr_mediation.domain.export_config import ExportConfig, day_cut_off, file_h
 from cdr_mediation.infra.file_digest import file_sha256  # noqa: F401 - callers import it from here
 from cdr_mediation.domain.file_scope import FileScope
 from cdr_mediation.infra.postgres.cdr_store import (
-    count_file_rows, file_rows_query, iter_file_rows, iter_scope_rows, nth_file_seq)
+    COLUMNS, EXPORT_COLUMNS, file_rows_query, iter_file_rows, iter_scope_rows)
 from cdr_mediation.infra.postgres.export_store import stored_file_scope
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_di
 
 async def _write_in_one_pass(conn, export_format, closed: DayClosed, header, data_path: Path):
     builder = CheckpointBuilder(closed.operator_id, closed.day)
-    rows = file_rows(conn, closed)
+    rows = file_rows(conn, closed, columns=EXPORT_COLUMNS)
     try:
         records = records_for_thread(rows, builder, asyncio.get_running_loop())
         summary = await asyncio.to_thread(export_format.write, data_path, header, records)
@@ -125,24 +125,26 @@ async def _write_in_one_pass(conn, export_format, closed: DayClosed, header, dat
 
 
 async def _write_in_two_parts(conn, split: SplitBuild, export_format, closed: DayClosed, header, data_path: Path):
-    """Records 1 … k here, k+1 … n in the helper; None when the file is too small to split or
-    the helper's part does not continue this half (then the caller builds in one pass)."""
+    """The records of the lower half of the file's chain_seq range here (1 … k), the upper half
+    in the helper; None when the range is too small to split or the helper's part does not
+    continue this half (then the caller builds in one pass)."""
+    started = time.monotonic()
     query = await file_rows_query(conn, await scope_of(conn, closed))
     if query is None:
         return None
-    count = await count_file_rows(conn, query)
-    if count < max(split.min_records, 2):
+    span = query.last_seq - query.first_seq + 1  # at least the file's records
+    if span < max(split.min_records, 2):
         return None
-    index_base = count // 2
-    split_seq = await nth_file_seq(conn, query, index_base - 1)
+    split_seq = query.first_seq + span // 2 - 1
     job = PartJob(split.dsn, await conn.fetchval("SELECT pg_export_snapshot()"), query.bounded(last_seq=split_seq),
-                  query.bounded(first_seq=split_seq + 1), index_base, closed.operator_id, closed.day, header,
+                  query.bounded(first_seq=split_seq + 1), closed.operator_id, closed.day, header,
                   export_format, str(events_path(data_path)))
     writer = export_format.open_writer(data_path, header)  # the header is checked before the helper starts
     helper = PartHelper(job)
+    split_s = time.monotonic() - started
     try:
         builder = CheckpointBuilder(closed.operator_id, closed.day)
-        rows = iter_file_rows(conn, job.before)
+        rows = iter_file_rows(conn, job.before, columns=EXPORT_COLUMNS)
         try:
             records = records_for_thread(rows, builder, asyncio.get_running_loop())
             await asyncio.to_thread(writer.add_all, records)
@@ -160,16 +162,20 @@ async def _write_in_two_parts(conn, split: SplitBuild, export_format, closed: Da
                         extra={"operator_id": closed.operator_id, "day": closed.day, "reason": str(exc)})
             writer.abort()
             return None
+        joined = time.monotonic()
         summary = await asyncio.to_thread(writer.close)
+        close_s = time.monotonic() - joined
     except BaseException:
         writer.abort()
         raise
     finally:
         helper.stop()
     log.info("export data file built by two processes", extra={
-        "operator_id": closed.operator_id, "day": closed.day, "records": count, "split_after": index_base,
+        "operator_id": closed.operator_id, "day": closed.day, "records": summary.record_count,
+        "split_after": part.tap.index_base,
         "helper_peak_rss_mb": round(part.peak_rss_kib / 1024, 1), "helper_cpu_s": part.cpu_s,
-        "waited_for_helper_s": round(waited_s, 3)})
+        "split_s": round(split_s, 3), "first_half_s": round(first_half_done - started - split_s, 3),
+        "waited_for_helper_s": round(waited_s, 3), "close_s": round(close_s, 3)})
     return summary, builder, part
 
 
@@ -182,11 +188,11 @@ async def scope_of(conn, closed: DayClosed) -> FileScope:
         raise ExportBuildError(str(exc)) from None
 
 
-async def file_rows(conn, closed: DayClosed) -> AsyncIterator:
-    """The stored rows (`cdr_store.COLUMNS`) of the file a `DayClosed` names, in chain order:
-    the one definition of a file's content, shared by the build, the rebuild and the verifier.
-    Besides its day's entries a file carries the late entries and adjustments of days closed
-    before it (`domain/file_scope.py`)."""
+async def file_rows(conn, closed: DayClosed, *, columns: Sequence[str] = COLUMNS) -> AsyncIterator:
+    """The stored rows (`cdr_store.COLUMNS`, or the build's `EXPORT_COLUMNS`) of the file a
+    `DayClosed` names, in chain order: the one definition of a file's content, shared by the
+    build, the rebuild and the verifier. Besides its day's entries a file carries the late entries
+    and adjustments of days closed before it (`domain/file_scope.py`)."""
     scope = await scope_of(conn, closed)
-    async for row in iter_scope_rows(conn, scope):
+    async for row in iter_scope_rows(conn, scope, columns=columns):
         yield row

@@ -1,9 +1,11 @@
 """The later half of a large export file, built in a helper process (issue 6's speed target).
 
-One process encodes about 27,000 records a second (reading rows, building `Cdr`s, the TAP
-codec, the checkpoint's hashing all hold the GIL), so `build_day_export` gives a file of at
-least `CDR_EXPORT_SPLIT_MIN_RECORDS` records to two processes: it writes records 1 … k
-itself and starts a helper (a fresh interpreter: `spawn`) for records k+1 … n, k = n // 2.
+One process encodes about 27,000 records a second (reading rows, building records, the TAP
+codec, the checkpoint's hashing all hold the GIL), so `build_day_export` gives a file whose
+chain_seq range spans at least `CDR_EXPORT_SPLIT_MIN_RECORDS` to two processes: it writes the
+records of the lower half of the range itself (1 … k) and starts a helper (a fresh interpreter:
+`spawn`) for the upper half (k+1 … n). Splitting the range, not the count, costs no query
+before the work starts; the helper counts k while both halves are read.
 
 * **Same rows.** The exporter's transaction is REPEATABLE READ; its snapshot is exported
   (`pg_export_snapshot`) and the helper reads in a transaction set to that snapshot, so both
@@ -39,7 +41,8 @@ from prometheus_client import Counter
 from cdr_mediation.codecs.errors import CodecValidationError
 from cdr_mediation.codecs.header import FileHeader
 from cdr_mediation.domain.checkpoint import CheckpointBuilder, CheckpointError, CheckpointPart
-from cdr_mediation.infra.postgres.cdr_store import FileRowsQuery, first_met, iter_file_rows, record_from_row
+from cdr_mediation.infra.postgres.cdr_store import (
+    EXPORT_COLUMNS, FileRowsQuery, first_met, iter_file_rows, record_from_export_row)
 
 SPLIT_FALLBACKS = Counter("cdr_export_split_fallbacks_total",
                           "Large export files built again in one pass because the helper's part did not continue "
@@ -68,9 +71,8 @@ class PartJob:
 
     dsn: str = dataclasses.field(repr=False)
     snapshot: str
-    before: FileRowsQuery  # records 1 … k: only their first-met SMSCs and minutes are read
+    before: FileRowsQuery  # records 1 … k: only counted, and their first-met SMSCs and minutes read
     rows: FileRowsQuery  # records k+1 … n
-    index_base: int  # k
     operator_id: str
     day: str
     header: FileHeader
@@ -88,11 +90,11 @@ class PartResult:
 
 def records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: asyncio.AbstractEventLoop):
     """A plain iterator for a writer thread: it pulls chunks of stored rows from the event
-    loop, adds each to the checkpoint and yields its entry (a `CdrRecord`: what the export
-    formats read, attribute by attribute, of a `Cdr`).
+    loop (rows of `EXPORT_COLUMNS`), adds each to the checkpoint and yields its entry (a
+    `CdrRecord`: what the export formats read, attribute by attribute, of a `Cdr`).
 
     The checkpoint reads the row's columns by name, as it would read the entry (a stored row is
-    the entry plus ``record_hash``), and `record_from_row` builds the record from the row's
+    the entry plus ``record_hash``), and `record_from_export_row` builds the record from the row's
     values: no entry dict and no `Cdr` constructor per record (measured: most of the CPU that is
     not the codec's)."""
     async def next_chunk() -> list:
@@ -106,7 +108,7 @@ def records_for_thread(rows: AsyncIterator, builder: CheckpointBuilder, loop: as
     while chunk := asyncio.run_coroutine_threadsafe(next_chunk(), loop).result():
         for row in chunk:
             builder.add(row, row["record_hash"])
-            yield record_from_row(row)
+            yield record_from_export_row(row)
 
 
 # -- in the helper process --------------------------------------------------------------------
@@ -131,14 +133,14 @@ async def _build_part(job: PartJob) -> PartResult:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
-            smsc_ids, minutes = await first_met(conn, job.before)
+            index_base, smsc_ids, minutes = await first_met(conn, job.before)
             tables = job.export_format.tables_met(job.header, smsc_ids, minutes)
-            builder = CheckpointBuilder(job.operator_id, job.day, start=job.index_base)
-            rows = iter_file_rows(conn, job.rows)
+            builder = CheckpointBuilder(job.operator_id, job.day, start=index_base)
+            rows = iter_file_rows(conn, job.rows, columns=EXPORT_COLUMNS)
             try:
                 records = records_for_thread(rows, builder, asyncio.get_running_loop())
                 tap = await asyncio.to_thread(job.export_format.write_part, job.events_path, job.header, records,
-                                              tables=tables, index_base=job.index_base)
+                                              tables=tables, index_base=index_base)
             finally:
                 await rows.aclose()
     finally:

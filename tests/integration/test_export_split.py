@@ -18,7 +18,8 @@ from cdr_mediation.domain.cdr import Cdr, DlrStatus, RecordType, format_utc
 from cdr_mediation.domain.chain import ChainHead, link
 from cdr_mediation.domain.day_close import DayClosed
 from cdr_mediation.domain.export_config import EXPORT_CONFIG_FORMAT, load_export_config
-from cdr_mediation.infra.postgres.cdr_store import append_entries
+from cdr_mediation.infra.postgres.cdr_store import (
+    COLUMNS, EXPORT_COLUMNS, append_entries, record_from_export_row, record_from_row)
 from cdr_mediation.infra.postgres.export_store import ensure_export
 from tests.integration.test_rollup_store import new_operator
 from tests.unit.codecs.codec_factories import reference_tap
@@ -115,9 +116,9 @@ async def test_two_processes_build_the_bytes_of_one(conn, stack_env, tmp_path):
     met = list(dict.fromkeys(e["smsc_id"] for e in day_records))
     assert met[:2] == ["smsc-b", "smsc-a"] and sorted(met[2:]) == ["smsc-c", "smsc-d"]
     assert [e["recEntityId"].decode() for e in network["recEntityInfo"]] == met
-    # Too small for the setting: one process.
+    # A chain_seq range under the setting: one process.
     small = await build_day_export(conn, config, closed, tmp_path / "day-one",
-                                   split=SplitBuild(stack_env["CDR_PG_DSN"], 1_201))
+                                   split=SplitBuild(stack_env["CDR_PG_DSN"], 10_000))
     assert small.parts == 1 and small.zip_sha256 == serial.zip_sha256
 
     # The next file carries a late record of the closed day beside its own (the scope query).
@@ -160,3 +161,18 @@ async def test_an_invalid_record_in_the_helpers_half_fails_the_build_as_in_one_p
     assert str(errors[0]) == str(errors[1])
     assert "0049" not in str(errors[1])  # MSISDNs never in messages
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no part or partial file left
+
+
+async def test_the_exports_text_timestamps_are_format_utc_of_the_stored_ones(conn):
+    """The build reads timestamps rendered by PostgreSQL (`EXPORT_COLUMNS`): the same records as
+    formatting the stored datetimes here, on every millisecond boundary case."""
+    operator_id = new_operator("split-ts")
+    moments = [DAY + dt.timedelta(milliseconds=ms) for ms in (0, 1, 999, 1000, 59_999, 86_399_999)]
+    moments += [dt.datetime(2026, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC), dt.datetime(2027, 1, 1, tzinfo=UTC)]
+    pairs, _ = _entries(operator_id, moments)
+    await _store(conn, pairs)
+    where = "WHERE operator_id = $1 ORDER BY chain_seq"
+    stored = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM cdr {where}", operator_id)
+    rendered = await conn.fetch(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM cdr {where}", operator_id)
+    assert [record_from_export_row(row) for row in rendered] == [record_from_row(row) for row in stored]
+    assert [record_from_export_row(row).done_at for row in rendered] == [e["done_at"] for e, _ in pairs]

@@ -265,6 +265,7 @@ class TapFileWriter:
         last = encoder.totals.last_chain_seq
         if last is not None and part.first_chain_seq <= last:
             raise PartMismatch(f"the part starts at chain_seq {part.first_chain_seq}, after {last}")
+        encoder.continue_with(part.end_tables)  # raises before anything changed (the end extends the start)
         totals = encoder.totals
         totals.count += part.count
         totals.total_charge += part.total_charge
@@ -274,7 +275,6 @@ class TapFileWriter:
         if totals.first_chain_seq is None:
             totals.first_chain_seq = part.first_chain_seq
         totals.last_chain_seq = part.last_chain_seq
-        encoder.continue_with(part.end_tables)
         self._tail.append((Path(part.events_path), part.events_size))
 
     def close(self) -> TapFileSummary:
