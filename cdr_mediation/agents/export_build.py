@@ -65,9 +65,9 @@ class BuiltExport:
 
 async def build_day_export(conn, config: ExportConfig, closed: DayClosed, out_dir: Path, *,
                            split: SplitBuild | None = None) -> BuiltExport:
-    """Build the export file of `closed` into `out_dir`. With `split`, a file of at least
-    `split.min_records` records is built by two processes (`agents/export_part.py`), with the
-    same bytes."""
+    """Build the export file of `closed` into `out_dir`. With `split`, a file whose chain_seq
+    range spans at least `split.min_records` is built by two processes (`agents/export_part.py`),
+    with the same bytes."""
     operator = config.operator(closed.operator_id)
     header = file_header(config, closed)
     name = file_name(config, operator, closed.day_sequence)

@@ -10,8 +10,8 @@ before the work starts; the helper counts k while both halves are read.
 * **Same rows.** The exporter's transaction is REPEATABLE READ; its snapshot is exported
   (`pg_export_snapshot`) and the helper reads in a transaction set to that snapshot, so both
   see exactly the same stored rows.
-* **Same bytes.** The helper starts its TAP writer with the codes records 1 … k hand out
-  (`cdr_store.first_met` + `codecs/tap/parts.py`) and its checkpoint builder at entry k
+* **Same bytes.** The helper counts records 1 … k and starts its TAP writer with the codes they
+  hand out (`cdr_store.first_met` + `codecs/tap/parts.py`), and its checkpoint builder at entry k
   (`CheckpointBuilder(start=k)`: Merkle subtrees aligned in the whole file's tree). The file
   and checkpoint are then byte-identical to the one-pass build; `append_part`/`extend` check
   that the part continues where the first half ended, and a part that does not is not used:
