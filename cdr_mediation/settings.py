@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, le=7)
     topic_prefix: str = Field("", pattern=r"^[a-z0-9._-]*$", description="namespace for topic names")
     data_dir: Path = Path(".stack/worker-data")
+    # Each table partition is its own RocksDB (tables/store_options.py): its memory is at most
+    # 2 write buffers + its block cache, per partition held (active and standby).
+    table_write_buffer_mb: int = Field(8, ge=1, le=1024, description="RocksDB write buffer (memtable) "
+                                                                     "per table partition, MB")
+    table_block_cache_mb: int = Field(16, ge=1, le=4096, description="RocksDB block cache per table "
+                                                                     "partition, MB")
     worker_web_port: int = Field(6066, ge=0, le=65535)
     # Tansu holds a killed member for the session timeout; 10 s keeps takeovers near 17 s there.
     session_timeout_s: float = Field(10.0, gt=0)

@@ -33,6 +33,7 @@ from cdr_mediation.domain.ingest import BatchStep, apply_adjustment
 from cdr_mediation.domain.pricing import PricingSnapshot
 from cdr_mediation.observability.tracing import consumer_span, headers_of
 from cdr_mediation.settings import Settings
+from cdr_mediation.tables.store_options import rocksdb_options
 from cdr_mediation.tables.ingest import INGEST_TABLE, IngestTable, IngestTableView
 from cdr_mediation.topology.topics import CDR, DLR, DLR_DEAD_LETTER
 from cdr_mediation.topology.transport import resume_from_table
@@ -64,7 +65,8 @@ def register(app: faust.App, settings: Settings, pricing: PricingSnapshot) -> No
     cdr_topic = raw_topic(app, CDR.named(prefix).name)
     dlq_topic = raw_topic(app, DLR_DEAD_LETTER.named(prefix).name)
     table = app.tables.add(IngestTable(app, name=INGEST_TABLE.name, default=None, beacon=app.tables.beacon,
-                                       partitions=settings.partitions, key_type=str))
+                                       partitions=settings.partitions, key_type=str,
+                                       options=rocksdb_options(settings)))
     view = IngestTableView(table, app)
     resume_from_table(app, dlr_topic.get_topic_name(), view.resume_offset)
     if settings.adjustment_enabled:

@@ -27,6 +27,7 @@ from cdr_mediation.codecs.records import encode_day_closed, encode_rollup_closed
 from cdr_mediation.domain.day_close import days_closed
 from cdr_mediation.domain.rollup import ChainDiscontinuity, ClockTick, InvalidRollupInput, apply_entries
 from cdr_mediation.settings import Settings
+from cdr_mediation.tables.store_options import rocksdb_options
 from cdr_mediation.tables.rollup import ROLLUP_TABLE, RollupTable, RollupTableView
 from cdr_mediation.topology.topics import CDR, DAY_CLOSED, ROLLUP_CLOSED
 from cdr_mediation.topology.transport import resume_from_table
@@ -55,7 +56,8 @@ class RollupApply:
         self.closed_topic = raw_topic(app, ROLLUP_CLOSED.named(settings.topic_prefix).name)
         self.day_closed_topic = raw_topic(app, DAY_CLOSED.named(settings.topic_prefix).name)
         table = app.tables.add(RollupTable(app, name=ROLLUP_TABLE.name, default=None, beacon=app.tables.beacon,
-                                           partitions=settings.partitions, key_type=str))
+                                           partitions=settings.partitions, key_type=str,
+                                           options=rocksdb_options(settings)))
         self.view = RollupTableView(table)
         # The store step in the same agent absorbs re-delivered records by key.
         resume_from_table(app, CDR.named(settings.topic_prefix).name, self.view.resume_offset)
