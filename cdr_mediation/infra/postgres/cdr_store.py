@@ -79,6 +79,11 @@ def record_from_row(row: Sequence) -> CdrRecord:
     del values[len(ENTRY_COLUMNS):]
     for index in _TIMESTAMP_INDEXES:
         values[index] = format_utc(values[index])
+    return _record_of(values)
+
+
+def _record_of(values: list) -> CdrRecord:
+    """The record of an entry's values in `ENTRY_COLUMNS` order, timestamps already text."""
     values[_RECORD_TYPE_INDEX] = _member(RecordType, _RECORD_TYPES, values[_RECORD_TYPE_INDEX])
     values[_STATUS_INDEX] = _member(DlrStatus, _STATUSES, values[_STATUS_INDEX])
     return _record(values)
@@ -98,10 +103,7 @@ _ENTRY_WIDTH = len(ENTRY_COLUMNS)
 
 def record_from_export_row(row: Sequence) -> CdrRecord:
     """`record_from_row` for a row of `EXPORT_COLUMNS` (timestamps already text)."""
-    values = list(tuple(row)[:_ENTRY_WIDTH])  # tuple() of an asyncpg Record is its fastest copy
-    values[_RECORD_TYPE_INDEX] = _member(RecordType, _RECORD_TYPES, values[_RECORD_TYPE_INDEX])
-    values[_STATUS_INDEX] = _member(DlrStatus, _STATUSES, values[_STATUS_INDEX])
-    return _record(values)
+    return _record_of(list(tuple(row)[:_ENTRY_WIDTH]))  # tuple() of an asyncpg Record is its fastest copy
 
 
 def _member(enum_type, members: Mapping, value):
@@ -205,25 +207,6 @@ async def iter_chain_pages(conn, operator_id: str, *, from_seq: int = 1, through
         next_seq = rows[-1]["chain_seq"] + 1
 
 
-async def iter_day_entries(conn, operator_id: str, start: dt.datetime, end: dt.datetime, *, through_seq: int,
-                           page: int = 10_000) -> AsyncIterator[dict]:
-    """`iter_day_rows` as entries (`row_to_mapping`: the entry plus ``record_hash``)."""
-    async for row in iter_day_rows(conn, operator_id, start, end, through_seq=through_seq, page=page):
-        yield row_to_mapping(row)
-
-
-async def iter_day_rows(conn, operator_id: str, start: dt.datetime, end: dt.datetime, *, through_seq: int,
-                        page: int = 10_000, columns: Sequence[str] = COLUMNS) -> AsyncIterator[asyncpg.Record]:
-    """An operator's stored rows (`COLUMNS`) with `start <= done_at < end` and `chain_seq <=
-    through_seq`, in chain order, paged by chain_seq over the primary key (bounded memory for a
-    day of tens of millions). The day's chain_seq range comes from the (operator_id, done_at)
-    index; entries of neighbouring days interleaved in it are skipped by the filter."""
-    query = await _day_query(conn, operator_id, start, end, through_seq)
-    if query is not None:
-        async for row in iter_file_rows(conn, query, page=page, columns=columns):
-            yield row
-
-
 @dataclasses.dataclass(frozen=True)
 class FileRowsQuery:
     """Which stored rows an export file holds: `where` (a predicate over `cdr` with the
@@ -263,7 +246,8 @@ async def _day_query(conn, operator_id: str, start: dt.datetime, end: dt.datetim
 async def file_rows_query(conn, scope) -> FileRowsQuery | None:
     """The rows of an export file (`domain.file_scope.FileScope`); None when it holds none.
 
-    The first file of an operator holds its day (`iter_day_rows`). Later files read one range
+    The first file of an operator holds its day: its rows up to the close, found through the
+    (operator_id, done_at) index. Later files read one range
     of the primary key — from the lower of the day's first chain_seq and the previous close's
     head, to this close's head — filtered by the two rules of the scope."""
     start = dt.datetime.fromisoformat(scope.day).replace(tzinfo=dt.timezone.utc)
